@@ -1,0 +1,28 @@
+"""EfficientDet (Tan, Pang, Le, CVPR 2020) in PyTorch, exact to the official google/automl models."""
+
+from __future__ import annotations
+
+from .config import ModelConfig, get_config, list_models, override
+from .detector import Detector
+from .model import EfficientDet
+
+__all__ = ["EfficientDet", "Detector", "ModelConfig", "create_model", "list_models", "get_config"]
+__version__ = "0.1.0"
+
+
+def create_model(name: str, num_classes: int | None = None, weights: str | None = None, **overrides) -> EfficientDet:
+    """Build a variant by name (``list_models()``), optionally changing any config field.
+
+    ``create_model("efficientdet-d0", num_classes=20, image_size=640)``.
+    """
+    config = get_config(name)
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    if overrides:
+        config = override(config, **overrides)
+    model = EfficientDet(config)
+    if weights is not None:
+        from .weights import load_weights
+
+        load_weights(model, weights)
+    return model

@@ -1,0 +1,97 @@
+"""Preprocess → model → postprocess, with boxes in original-image pixels.
+
+Preprocessing is the official inference path (``dataloader.DetectionInputProcessor``):
+normalise on 0..255, resize keeping the aspect ratio (bilinear, half-pixel centres, no
+antialias — ``tf.image.resize``), pad zeros bottom/right to the network size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .anchors import generate_anchors
+from .config import PostprocessConfig, PreprocessConfig
+from .model import EfficientDet
+from .postprocess import Detections, postprocess
+
+
+def resize_scale(height: int, width: int, out_size: tuple[int, int]) -> tuple[float, int, int]:
+    """(scale, scaled height, scaled width), in float32 as the official TF graph computes them."""
+    h, w = np.float32(height), np.float32(width)
+    scale = np.minimum(np.float32(out_size[0]) / h, np.float32(out_size[1]) / w)
+    return float(scale), int(h * scale), int(w * scale)
+
+
+def preprocess(
+    images: list[torch.Tensor], image_size: tuple[int, int], config: PreprocessConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[3, h, w]`` uint8 (or 0..255 float) RGB images → batch ``[B, 3, H, W]`` and ``image_scales [B]``.
+
+    ``image_scales`` maps network pixels back to original pixels (official ``1 / scale``).
+    """
+    batch, scales = [], []
+    for i, img in enumerate(images):
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise ValueError(f"image {i}: expected a [3, H, W] RGB tensor, got shape {list(img.shape)}")
+        mean = torch.tensor(config.mean, dtype=torch.float32, device=img.device).view(3, 1, 1)
+        std = torch.tensor(config.std, dtype=torch.float32, device=img.device).view(3, 1, 1)
+        x = (img.to(torch.float32) - mean) / std
+        scale, sh, sw = resize_scale(img.shape[1], img.shape[2], image_size)
+        x = F.interpolate(x[None], size=(sh, sw), mode="bilinear", align_corners=False, antialias=False)[0]
+        x = F.pad(x, (0, image_size[1] - sw, 0, image_size[0] - sh))
+        batch.append(x)
+        scales.append(float(np.float32(1.0) / np.float32(scale)))
+    return torch.stack(batch), torch.tensor(scales, dtype=torch.float32)
+
+
+def to_chw_tensor(image: Any) -> torch.Tensor:
+    """PIL image, ``[H, W, 3]`` numpy array or ``[3, H, W]`` tensor → ``[3, H, W]`` uint8 RGB tensor."""
+    if isinstance(image, torch.Tensor):
+        return image
+    if hasattr(image, "convert"):  # PIL
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, -1)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected an [H, W, 3] image array, got shape {image.shape}")
+        return torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
+    raise ValueError(f"unsupported image type {type(image).__name__}: use a PIL image, numpy array or tensor")
+
+
+class Detector:
+    """A model plus its anchors and pre/postprocessing; ``detector(images)`` → list of dicts."""
+
+    def __init__(self, model: EfficientDet, postprocess_config: PostprocessConfig | None = None,
+                 device: str | torch.device | None = None):
+        self.model = model.eval()
+        if device is not None:
+            self.model.to(device)
+        self.device = next(model.parameters()).device
+        cfg = model.config
+        self.postprocess_config = postprocess_config or cfg.postprocess
+        self.anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(self.device)
+
+    @torch.inference_mode()
+    def detect_batch(self, images: list[torch.Tensor]) -> Detections:
+        cfg = self.model.config
+        batch, scales = preprocess([to_chw_tensor(i).to(self.device) for i in images], cfg.image_size,
+                                   cfg.preprocess)
+        cls_out, box_out = self.model(batch)
+        return postprocess(cls_out, box_out, self.anchors, self.postprocess_config, cfg.image_size,
+                           scales.to(self.device))
+
+    def __call__(self, images: Any) -> list[dict[str, torch.Tensor]]:
+        """Boxes ``[K, 4]`` xyxy in original pixels, ``scores [K]``, ``labels [K]`` (class index)."""
+        single = not isinstance(images, (list, tuple))
+        dets = self.detect_batch([images] if single else list(images))
+        results = []
+        for b in range(dets.boxes.shape[0]):
+            n = int(dets.num_valid[b])
+            results.append({"boxes": dets.boxes[b, :n].cpu(), "scores": dets.scores[b, :n].cpu(),
+                            "labels": dets.classes[b, :n].cpu()})
+        return results[0] if single else results

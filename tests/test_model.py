@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from efficientdet import EfficientDet, create_model, get_config, list_models
+from efficientdet.profile import count_flops, count_parameters
+
+OFFICIAL_PARAMS = {
+    "efficientdet-d0": 3_880_067, "efficientdet-d1": 6_625_898, "efficientdet-d2": 8_097_039,
+    "efficientdet-d3": 12_032_296, "efficientdet-d4": 20_723_675, "efficientdet-d5": 33_653_315,
+    "efficientdet-d6": 51_871_782, "efficientdet-d7": 51_871_782, "efficientdet-d7x": 77_147_166,
+    "efficientdet-lite0": 3_243_470, "efficientdet-lite1": 4_248_318, "efficientdet-lite2": 5_252_334,
+    "efficientdet-lite3": 8_350_862, "efficientdet-lite3x": 9_280_862, "efficientdet-lite4": 15_130_894,
+}
+# Paper / official README FLOPs (billions of multiply-adds) at native resolution.
+PAPER_FLOPS = {
+    "efficientdet-d0": 2.54, "efficientdet-d1": 6.10, "efficientdet-d2": 11.0, "efficientdet-d3": 24.9,
+    "efficientdet-d4": 55.2, "efficientdet-d5": 135.4, "efficientdet-d6": 225.6, "efficientdet-d7": 325,
+    "efficientdet-d7x": 410,
+}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_parameter_count_is_official(name):
+    with torch.device("meta"):
+        assert count_parameters(EfficientDet(get_config(name))) == OFFICIAL_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_FLOPS))
+def test_flops_within_2_percent_of_paper(name):
+    flops = count_flops(get_config(name)) / 1e9
+    assert abs(flops / PAPER_FLOPS[name] - 1) < 0.02, flops
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_variant_runs_with_per_level_shapes(name):
+    cfg = get_config(name)
+    size = 2 ** (cfg.max_level + 1)  # small input: 256 (512 for D7x's P8)
+    model = create_model(name, num_classes=5, image_size=size).eval()
+    with torch.no_grad():
+        cls_out, box_out = model(torch.randn(1, 3, size, size))
+    levels = list(cfg.levels)
+    assert len(cls_out) == len(box_out) == len(levels)
+    for level, c, b in zip(levels, cls_out, box_out):
+        side = size // 2**level
+        assert c.shape == (1, 9 * 5, side, side)
+        assert b.shape == (1, 9 * 4, side, side)
+        assert torch.isfinite(c).all() and torch.isfinite(b).all()
+
+
+@pytest.mark.parametrize("size, expected", [
+    ((640, 384), [(80, 48), (40, 24), (20, 12), (10, 6), (5, 3)]),
+    ((500, 300), [(63, 38), (32, 19), (16, 10), (8, 5), (4, 3)]),
+])
+def test_non_square_and_odd_sizes(size, expected):
+    model = create_model("efficientdet-d0", image_size=size).eval()
+    with torch.no_grad():
+        cls_out, box_out = model(torch.randn(2, 3, *size))
+    assert [tuple(c.shape[-2:]) for c in cls_out] == expected
+    assert [tuple(b.shape[-2:]) for b in box_out] == expected
+
+
+def test_class_prior_bias():
+    model = create_model("efficientdet-lite0", num_classes=3)
+    bias = model.class_net.predict.pointwise.bias
+    assert torch.allclose(torch.sigmoid(bias), torch.full_like(bias, 0.01))
+
+
+def test_train_mode_gives_same_output_structure_and_gradients():
+    model = create_model("efficientdet-d0", num_classes=2, image_size=256).train()
+    cls_out, box_out = model(torch.randn(2, 3, 256, 256))
+    assert [c.shape[1] for c in cls_out] == [18] * 5 and [b.shape[1] for b in box_out] == [36] * 5
+    (sum(c.mean() for c in cls_out) + sum(b.mean() for b in box_out)).backward()
+    assert model.backbone.stem_conv.weight.grad.abs().sum() > 0
+    assert all(f.weights.grad is not None for f in model.fpn.cells[0].fnodes)  # fast-attention weights learn
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.zeros(1, 3, 256, 256, dtype=torch.uint8), "float tensor"),
+    (torch.zeros(3, 256, 256), r"shape \[B, 3, H, W\]"),
+    (torch.zeros(1, 1, 256, 256), r"shape \[B, 3, H, W\]"),
+    (torch.zeros(1, 3, 64, 256), "too small for level P7"),
+])
+def test_bad_input_is_a_clear_error(bad, match):
+    model = create_model("efficientdet-lite0", num_classes=2)
+    with pytest.raises(ValueError, match=match):
+        model(bad)
+
+
+def test_bn_matches_tf():
+    model = create_model("efficientdet-d0")
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.eps == 1e-3 and m.momentum == 0.01 for m in bns)
+
+
+def test_stochastic_depth_schedule():
+    b0 = create_model("efficientdet-d0").backbone.blocks
+    assert all(b.survival_prob is None for b in b0)  # official: off for B0
+    b1 = create_model("efficientdet-d1").backbone.blocks
+    probs = [b.survival_prob for b in b1]
+    assert probs[0] == 1.0 and probs == sorted(probs, reverse=True) and probs[-1] > 0.8
