@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from .config import ModelConfig, get_config, list_models, override
 from .detector import Detector
 from .model import EfficientDet
@@ -10,12 +12,19 @@ __all__ = ["EfficientDet", "Detector", "ModelConfig", "create_model", "list_mode
 __version__ = "0.1.0"
 
 
-def create_model(name: str, num_classes: int | None = None, weights: str | None = None, **overrides) -> EfficientDet:
-    """Build a variant by name (``list_models()``), optionally changing any config field.
+def create_model(name: str, num_classes: int | None = None, weights: str | os.PathLike | None = None,
+                 **overrides) -> EfficientDet:
+    """Build a variant by name (``list_models()``), optionally changing config fields and loading weights.
 
-    ``create_model("efficientdet-d0", num_classes=20, image_size=640)``.
+    ``create_model("efficientdet-d0", num_classes=20, image_size=640)``;
+    ``create_model("efficientdet-d0", weights="efficientdet-d0/")`` (official checkpoint directory),
+    ``weights="d0.safetensors"`` (ours: ``num_classes`` defaults to the file's) or an effdet ``.pth``.
     """
     config = get_config(name)
+    if num_classes is None and weights is not None and str(weights).endswith(".safetensors"):
+        from .weights import read_metadata
+
+        num_classes = int(read_metadata(weights).get("num_classes", config.num_classes))
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if overrides:

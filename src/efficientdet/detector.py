@@ -7,13 +7,14 @@ antialias — ``tf.image.resize``), pad zeros bottom/right to the network size.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .anchors import generate_anchors
+from .coco import COCO_NUM_CLASSES, coco_label_space
 from .config import PostprocessConfig, PreprocessConfig
 from .model import EfficientDet
 from .postprocess import Detections, postprocess
@@ -59,15 +60,21 @@ def to_chw_tensor(image: Any) -> torch.Tensor:
             image = np.repeat(image[..., None], 3, -1)
         if image.ndim != 3 or image.shape[2] not in (3, 4):
             raise ValueError(f"expected an [H, W, 3] image array, got shape {image.shape}")
-        return torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)
+        return torch.from_numpy(np.array(image[..., :3])).permute(2, 0, 1)  # copy: arrays may be read-only
     raise ValueError(f"unsupported image type {type(image).__name__}: use a PIL image, numpy array or tensor")
 
 
 class Detector:
-    """A model plus its anchors and pre/postprocessing; ``detector(images)`` → list of dicts."""
+    """A model plus its anchors, pre/postprocessing and label space; ``detector(images)`` → dicts.
+
+    ``label_ids``/``class_names`` name the model's outputs; a 90-class model defaults to the
+    COCO label space of the official checkpoints (output ``c`` is category id ``c + 1``), any
+    other model to ids ``0..C-1`` named by their index.
+    """
 
     def __init__(self, model: EfficientDet, postprocess_config: PostprocessConfig | None = None,
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, label_ids: Sequence[int] | None = None,
+                 class_names: Sequence[str] | None = None):
         self.model = model.eval()
         if device is not None:
             self.model.to(device)
@@ -75,9 +82,19 @@ class Detector:
         cfg = model.config
         self.postprocess_config = postprocess_config or cfg.postprocess
         self.anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(self.device)
+        if label_ids is None and class_names is None and cfg.num_classes == COCO_NUM_CLASSES:
+            label_ids, class_names = coco_label_space()
+        self.label_ids = list(label_ids) if label_ids is not None else list(range(cfg.num_classes))
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in self.label_ids]
+        if len(self.label_ids) != cfg.num_classes or len(self.class_names) != cfg.num_classes:
+            raise ValueError(
+                f"label_ids ({len(self.label_ids)}) and class_names ({len(self.class_names)}) must have "
+                f"num_classes={cfg.num_classes} entries"
+            )
 
     @torch.inference_mode()
     def detect_batch(self, images: list[torch.Tensor]) -> Detections:
+        """Padded detections (class indices, not label ids) for a list of images."""
         cfg = self.model.config
         batch, scales = preprocess([to_chw_tensor(i).to(self.device) for i in images], cfg.image_size,
                                    cfg.preprocess)
@@ -85,13 +102,16 @@ class Detector:
         return postprocess(cls_out, box_out, self.anchors, self.postprocess_config, cfg.image_size,
                            scales.to(self.device))
 
-    def __call__(self, images: Any) -> list[dict[str, torch.Tensor]]:
-        """Boxes ``[K, 4]`` xyxy in original pixels, ``scores [K]``, ``labels [K]`` (class index)."""
+    def __call__(self, images: Any) -> Any:
+        """One image → a dict, a list → a list of dicts: ``boxes [K, 4]`` xyxy in original pixels,
+        ``scores [K]``, ``labels [K]`` (label ids), ``names`` (K strings)."""
         single = not isinstance(images, (list, tuple))
         dets = self.detect_batch([images] if single else list(images))
+        ids = torch.tensor(self.label_ids)
         results = []
         for b in range(dets.boxes.shape[0]):
             n = int(dets.num_valid[b])
+            classes = dets.classes[b, :n].cpu()
             results.append({"boxes": dets.boxes[b, :n].cpu(), "scores": dets.scores[b, :n].cpu(),
-                            "labels": dets.classes[b, :n].cpu()})
+                            "labels": ids[classes], "names": [self.class_names[c] for c in classes.tolist()]})
         return results[0] if single else results

@@ -17,6 +17,7 @@ import torch
 from ..backbone import EfficientNet
 from ..bifpn import bifpn_nodes
 from ..model import EfficientDet
+from .errors import WeightsError
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 
@@ -32,10 +33,6 @@ _BN = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "runnin
 # Checkpoint entries that are not model variables.
 _IGNORED = ("global_step",)
 _IGNORED_SUFFIXES = ("/Momentum", "/RMSProp", "/RMSProp_1", "/Adam", "/Adam_1")
-
-
-class WeightsError(ValueError):
-    """A checkpoint that does not fit the model; the message names the tensor."""
 
 
 def _bn(torch_prefix: str, tf_prefix: str) -> dict[str, tuple[str, str]]:

@@ -1,0 +1,68 @@
+import json
+
+import pytest
+
+from efficientdet.cli import main
+
+
+def test_info_json(capsys):
+    assert main(["info", "efficientdet-d0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["parameters"] == 3_880_067
+    assert abs(report["flops"] / 2.54e9 - 1) < 0.02
+    assert report["config"]["bifpn"] == {"channels": 64, "repeats": 3, "fusion": "fastattn", "separable": True}
+
+
+def test_info_table(capsys):
+    assert main(["info", "efficientdet-lite0"]) == 0
+    out = capsys.readouterr().out
+    assert "3,243,470 parameters" in out and "at 320x320" in out and "act: relu6" in out
+
+
+def test_unknown_model_is_one_line_error(capsys):
+    assert main(["info", "efficientdet-d9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown model 'efficientdet-d9'" in err and "efficientdet-lite4" in err
+
+
+def test_debug_shows_traceback():
+    with pytest.raises(ValueError, match="unknown model"):
+        main(["--debug", "info", "nope"])
+
+
+def test_convert_official_to_safetensors_and_back(official_d0, tmp_path, capsys):
+    import torch
+
+    from efficientdet import create_model
+    from efficientdet.weights import read_metadata
+
+    out = tmp_path / "d0.safetensors"
+    assert main(["convert", str(official_d0), "--out", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["variant"] == "efficientdet-d0" and meta["num_classes"] == "90" and meta["source"] == str(official_d0)
+    a = create_model("efficientdet-d0", weights=official_d0)
+    b = create_model("efficientdet-d0", weights=out)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic write left nothing behind
+
+
+def test_convert_refuses_bad_output_and_unknown_variant(tmp_path, capsys):
+    assert main(["convert", str(tmp_path), "--out", str(tmp_path / "x.bin")]) == 2
+    assert "--out must end in .safetensors" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "pass --model" in capsys.readouterr().err
+
+
+def test_safetensors_of_other_variant_is_refused(tmp_path):
+    from efficientdet import create_model
+    from efficientdet.weights import WeightsError, save_safetensors
+
+    path = save_safetensors(create_model("efficientdet-lite0", num_classes=5), tmp_path / "l0.safetensors")
+    assert create_model("efficientdet-lite0", weights=path).config.num_classes == 5  # read from metadata
+    with pytest.raises(WeightsError, match="holds efficientdet-lite0 with 5 classes, the model is efficientdet-lite1"):
+        create_model("efficientdet-lite1", weights=path)
+    with pytest.raises(WeightsError, match="holds efficientdet-lite0 with 5 classes.*with 7 classes"):
+        create_model("efficientdet-lite0", num_classes=7, weights=path)
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 5)
+    with pytest.raises(WeightsError, match="bad.safetensors: not a readable safetensors file"):
+        create_model("efficientdet-lite0", weights=tmp_path / "bad.safetensors")

@@ -1,0 +1,144 @@
+"""Parity with the official TensorFlow model on the D0 fixture (official format, random weights)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from efficientdet import Detector, create_model, get_config, list_models
+from efficientdet.anchors import generate_anchors
+from efficientdet.coco import COCO_CATEGORIES
+from efficientdet.detector import preprocess
+from efficientdet.weights import WeightsError, load_weights, read_official
+from efficientdet.weights.official import LAYOUTS, official_names
+
+
+@pytest.fixture(scope="module")
+def ref(official_d0):
+    return dict(np.load(official_d0 / "reference.npz"))
+
+
+@pytest.fixture(scope="module")
+def d0(official_d0):
+    return create_model("efficientdet-d0", weights=official_d0).eval()
+
+
+def test_name_map_is_exactly_the_checkpoint(official_d0):
+    from efficientdet.weights.tf_checkpoint import TFCheckpoint
+
+    keys = set(TFCheckpoint(official_d0).keys())
+    model_vars = {k for k in keys if not k.endswith("/ExponentialMovingAverage") and k != "global_step"}
+    names = set()
+    for tf_name, layout in official_names(create_model("efficientdet-d0")).values():
+        if layout == "stack":  # fusion weights WSM, WSM_1, (WSM_2)
+            names.update(n for n in model_vars if n.rsplit("/", 1)[0] == tf_name.rsplit("/", 1)[0]
+                         and n.rsplit("/", 1)[1].startswith("WSM"))
+        else:
+            names.add(tf_name)
+    assert len(model_vars) == 709 and names == model_vars
+
+
+def test_preprocessing_reproduces_official_input(ref):
+    cfg = get_config("efficientdet-d0")
+    x, scales = preprocess([torch.from_numpy(ref["image"]).permute(2, 0, 1)], cfg.image_size, cfg.preprocess)
+    assert (x.permute(0, 2, 3, 1) - torch.from_numpy(ref["input_image"])).abs().max() <= 1e-4
+    assert scales.tolist() == pytest.approx(ref["image_scale"].tolist())
+
+
+def test_anchors_identical(ref):
+    cfg = get_config("efficientdet-d0")
+    ours = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors)
+    assert torch.equal(ours[:, [1, 0, 3, 2]], torch.from_numpy(ref["anchors"]))
+
+
+def test_every_level_within_1e4_of_official(d0, ref):
+    x = torch.from_numpy(ref["input_image"]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        cls_out, box_out = d0(x)
+    for i, level in enumerate(range(3, 8)):
+        for ours, key in ((cls_out[i], f"class_logits_p{level}"), (box_out[i], f"box_regression_p{level}")):
+            diff = (ours.permute(0, 2, 3, 1) - torch.from_numpy(ref[key])).abs().max()
+            assert diff <= 1e-4, (key, float(diff))
+
+
+def test_ema_values_are_used_not_the_decoy(official_d0, ref):
+    model = create_model("efficientdet-d0").eval()
+    model.load_state_dict(read_official(model, official_d0, use_ema=False), strict=False)
+    x = torch.from_numpy(ref["input_image"]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        cls_out, _ = model(x)
+    assert (cls_out[0].permute(0, 2, 3, 1) - torch.from_numpy(ref["class_logits_p3"])).abs().max() > 0.1
+
+
+def assert_same_detection_sets(result, ref, key):
+    n = int(ref[f"det_{key}_valid"][0])
+    ref_boxes = torch.from_numpy(ref[f"det_{key}_boxes"][0, :n])[:, [1, 0, 3, 2]]  # yxyx → xyxy
+    ref_scores = torch.from_numpy(ref[f"det_{key}_scores"][0, :n])
+    ref_labels = torch.from_numpy(ref[f"det_{key}_classes"][0, :n]).long()
+    assert len(result["scores"]) == n
+    unmatched = list(range(n))
+    for box, score, label in zip(result["boxes"], result["scores"], result["labels"]):
+        match = [j for j in unmatched if ref_labels[j] == label and abs(ref_scores[j] - score) <= 1e-4
+                 and (ref_boxes[j] - box).abs().max() <= 1e-2]
+        assert match, (box, score, label)
+        unmatched.remove(match[0])
+
+
+@pytest.mark.parametrize("key, nms", [
+    ("inspect", dict(method="hard", score_threshold=0.4)),  # model_inspect.py defaults
+    ("default", dict()),  # hparams default: gaussian soft-NMS, sigma 0.5
+    ("hard0", dict(method="hard", score_threshold=float("-inf"))),
+])
+def test_detections_match_official_as_sets(d0, ref, key, nms):
+    post = dataclasses.replace(d0.config.postprocess, **nms)
+    result = Detector(d0, post)(ref["image"])
+    assert_same_detection_sets(result, ref, key)
+    for label, name in zip(result["labels"].tolist(), result["names"]):  # official COCO ids and names
+        assert name == COCO_CATEGORIES.get(label, f"unused-{label}") and 1 <= label <= 90
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_variant_round_trips_through_the_official_format(tmp_path, name):
+    """Our map for each variant writes an official-layout checkpoint that loads back exactly."""
+    from efficientdet.weights.tf_checkpoint import write_tf_checkpoint
+
+    cfg = get_config(name)
+    size = 2 ** (cfg.max_level + 1)
+    torch.manual_seed(0)
+    src = create_model(name, num_classes=4, image_size=size).eval()
+    state = src.state_dict()
+    inverse = {"conv": lambda a: a.transpose(2, 3, 1, 0), "depthwise": lambda a: a.transpose(2, 3, 0, 1),
+               "vector": lambda a: a}
+    tensors = {}
+    for key, (tf_name, layout) in official_names(src).items():
+        value = state[key].numpy() + np.float32(0.01)  # not the init values
+        if layout == "stack":
+            for j, v in enumerate(value):
+                tensors[tf_name if j == 0 else f"{tf_name}_{j}"] = np.float32(v)
+        else:
+            back = LAYOUTS[layout](inverse[layout](value))
+            assert back.shape == value.shape
+            tensors[tf_name] = inverse[layout](value)
+    tensors["global_step"] = np.int64(7)
+    write_tf_checkpoint(tmp_path / "model", tensors)
+    dst = create_model(name, num_classes=4, image_size=size, weights=tmp_path).eval()
+    for key, value in dst.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, state[key] + 0.01), key
+
+
+def test_wrong_variant_is_named(official_d0):
+    with pytest.raises(WeightsError, match="efficientdet-d0/model: checkpoint has no tensor 'efficientnet-b1/"):
+        create_model("efficientdet-d1", weights=official_d0)
+    with pytest.raises(WeightsError, match="class-predict"):
+        create_model("efficientdet-d0", num_classes=20, weights=official_d0)
+
+
+def test_missing_and_unknown_paths(tmp_path):
+    model = create_model("efficientdet-lite0")
+    with pytest.raises(WeightsError, match="no such file"):
+        load_weights(model, tmp_path / "nope")
+    (tmp_path / "w.onnx").write_bytes(b"x")
+    with pytest.raises(WeightsError, match="unknown weights format"):
+        load_weights(model, tmp_path / "w.onnx")
