@@ -66,3 +66,31 @@ def test_safetensors_of_other_variant_is_refused(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 5)
     with pytest.raises(WeightsError, match="bad.safetensors: not a readable safetensors file"):
         create_model("efficientdet-lite0", weights=tmp_path / "bad.safetensors")
+
+
+def test_convert_effdet_pth_then_load_gives_identical_outputs(tmp_path):
+    import effdet
+    import torch
+
+    from efficientdet import create_model
+
+    torch.manual_seed(0)
+    theirs = effdet.EfficientDet(effdet.get_efficientdet_config("tf_efficientdet_lite0"), pretrained_backbone=False).eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in theirs.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    pth = tmp_path / "tf_efficientdet_lite0_random.pth"
+    torch.save(theirs.state_dict(), pth)
+    out = tmp_path / "lite0.safetensors"
+    assert main(["convert", str(pth), "--out", str(out)]) == 0  # variant read from the file name
+    direct = create_model("efficientdet-lite0", weights=pth).eval()
+    ours = create_model("efficientdet-lite0", weights=out).eval()
+    x = torch.randn(1, 3, 320, 320)  # effdet's native Lite0 size
+    with torch.no_grad():
+        ref_cls, ref_box = theirs(x)
+        for model in (direct, ours):
+            cls_out, box_out = model(x)
+            for a, b in zip(cls_out + box_out, ref_cls + ref_box):
+                assert (a - b).abs().max() <= 1e-5

@@ -1,0 +1,34 @@
+"""The ``efficientdet`` command: one module per subcommand, each a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines ``add_parser(subparsers)`` that registers its subcommand and sets ``func``.
+SUBCOMMANDS = ("info", "convert")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="efficientdet", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError, ImportError) as e:  # user errors: one line, no traceback
+        if args.debug:
+            raise
+        print(f"efficientdet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
