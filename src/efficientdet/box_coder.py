@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-# Official ``faster_rcnn_box_coder`` adds this to sizes before dividing/logging in encode.
+# Official ``faster_rcnn_box_coder`` floors sizes at this before dividing / taking logs in encode.
 _EPS = 1e-8
 
 
@@ -26,8 +26,17 @@ def decode(codes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
 
 
 def encode(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`decode`: ``boxes [..., N, 4]`` xyxy → (ty, tx, th, tw)."""
-    yca, xca, ha, wa = _center_size(anchors)
-    yc, xc, h, w = _center_size(boxes)
-    ha, wa, h, w = ha + _EPS, wa + _EPS, h + _EPS, w + _EPS
+    """Inverse of :func:`decode`: ``boxes [..., N, 4]`` xyxy → (ty, tx, th, tw).
+
+    As the official ``FasterRcnnBoxCoder._encode``: centres as ``min + size / 2`` (not the
+    ``(min + max) / 2`` of decode; the last bit matters because the official box loss skips
+    codes that are exactly 0) and sizes floored at a tiny epsilon.
+    """
+    def center_size(b: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x1, y1, x2, y2 = b.unbind(-1)
+        h, w = y2 - y1, x2 - x1
+        return y1 + h / 2, x1 + w / 2, h.clamp(min=_EPS), w.clamp(min=_EPS)
+
+    yca, xca, ha, wa = center_size(anchors)
+    yc, xc, h, w = center_size(boxes)
     return torch.stack([(yc - yca) / ha, (xc - xca) / wa, torch.log(h / ha), torch.log(w / wa)], -1)
