@@ -133,7 +133,8 @@ def load_weights(model: EfficientDet, path: str | os.PathLike) -> EfficientDet:
     return model
 
 
-def save_safetensors(model: EfficientDet, path: str | os.PathLike, source: str = "") -> Path:
+def save_safetensors(model: EfficientDet, path: str | os.PathLike, source: str = "",
+                     extra: Mapping[str, str] | None = None) -> Path:
     """Write our format atomically (temp file + fsync + rename), with the metadata later loads need."""
     from safetensors.torch import save_file
 
@@ -142,7 +143,7 @@ def save_safetensors(model: EfficientDet, path: str | os.PathLike, source: str =
              if not k.endswith("num_batches_tracked")}
     cfg = model.config
     meta = {"format": FORMAT, "variant": cfg.name, "num_classes": str(cfg.num_classes), "source": source,
-            "config": json.dumps(dataclasses.asdict(cfg))}
+            "config": json.dumps(dataclasses.asdict(cfg)), **(extra or {})}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_file(state, str(tmp), metadata=meta)

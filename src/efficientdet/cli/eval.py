@@ -1,0 +1,72 @@
+"""``efficientdet eval``: COCO metrics of a model on a dataset split, or of an existing results file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
+    from ..evaluate import coco_metrics, format_metrics, load_results
+    from ..train.engine import coco_ground_truth, evaluate
+
+    split = load_split(load_dataset_yaml(args.data), args.split)
+    print(f"{args.split}: {split.report.summary()}")
+    gt = coco_ground_truth(split)
+    if args.predictions:
+        results = load_results(args.predictions, [i["id"] for i in gt["images"]], split.label_ids)
+        metrics = coco_metrics(gt, results)
+    else:
+        if not args.model or not args.weights:
+            raise ValueError("give --model and --weights, or --predictions RESULTS.json")
+        from .. import create_model
+        from ..anchors import generate_anchors
+        from ..coco import COCO_NUM_CLASSES, coco_label_space
+        from ..config import override
+
+        model = create_model(args.model, weights=args.weights,
+                             **({"image_size": args.image_size} if args.image_size else {}))
+        label_ids = None
+        if model.config.num_classes == COCO_NUM_CLASSES and set(split.label_ids) <= set(range(1, 91)):
+            label_ids = coco_label_space()[0]  # official checkpoints: output c is COCO id c + 1
+        elif model.config.num_classes != split.num_classes:
+            raise ValueError(f"{args.weights}: the model has {model.config.num_classes} classes, "
+                             f"{args.data} has {split.num_classes}")
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model.to(device)
+        cfg = override(model.config, method=args.nms, score_threshold=args.score_threshold) if args.nms \
+            else model.config
+        anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(device)
+        dataset = DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
+                                                                cfg.preprocess.std), validate=True)
+        loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers)
+        metrics, results = evaluate(model, loader, split, anchors, cfg.postprocess, cfg.image_size,
+                                    label_ids=label_ids)
+        if args.save_predictions:
+            Path(args.save_predictions).write_text(json.dumps(results))
+    print(format_metrics(metrics))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="COCO AP of a model (or of a COCO results file) on a dataset split")
+    p.add_argument("--data", required=True, help="dataset YAML")
+    p.add_argument("--split", default="val")
+    p.add_argument("--model")
+    p.add_argument("--weights")
+    p.add_argument("--predictions", help="score this COCO-results JSON instead of running a model")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device")
+    p.add_argument("--nms", choices=["gaussian", "hard"], help="default: the model's (official: gaussian)")
+    p.add_argument("--score-threshold", type=float, default=0.001)
+    p.add_argument("--json", help="write the metrics (AP, AP50, AP75, APs, APm, APl, AR…) here")
+    p.add_argument("--save-predictions", help="write the model's COCO results here")
+    p.set_defaults(func=run)

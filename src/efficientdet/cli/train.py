@@ -1,0 +1,103 @@
+"""``efficientdet train --model M --data DATA.yaml --out RUN``: the official recipe on any dataset.
+
+Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m efficientdet.cli train ...`` (add
+``--nnodes``, ``--node-rank``, ``--rdzv-endpoint`` for several machines); ``--batch-size`` is per
+process and the learning rate scales with the global batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+from ..loss import LossConfig
+
+
+def _convert(value: str, kind: Any, key: str) -> Any:
+    origin = typing.get_origin(kind)
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if value.lower() in ("none", "null") and type(None) in typing.get_args(kind):
+        return None
+    if origin is tuple:
+        parts = value.split(",")
+        return tuple(_convert(p, args[0], key) for p in parts)
+    if args and origin is not None:  # Optional[X] / X | None
+        kind = args[0]
+    if kind is bool:
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"--set {key}: expected true/false, got {value!r}")
+        return value.lower() in ("true", "1", "yes")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--set {key}: expected {getattr(kind, '__name__', kind)}, got {value!r}") from None
+
+
+def apply_sets(cfg, sets: list[str]):
+    """``key=value`` (``loss.gamma=2``) onto a frozen dataclass, typed by its annotations."""
+    for item in sets:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        target, field_name = cfg, key
+        if "." in key:
+            section, field_name = key.split(".", 1)
+            if section != "loss":
+                raise ValueError(f"--set {key}: only 'loss.<field>' is nested")
+            target = cfg.loss
+        hints = typing.get_type_hints(type(target))
+        if field_name not in hints:
+            valid = ", ".join(sorted(f.name for f in dataclasses.fields(target)))
+            raise ValueError(f"--set {key}: unknown field; valid: {valid}")
+        new = dataclasses.replace(target, **{field_name: _convert(value, hints[field_name], key)})
+        cfg = dataclasses.replace(cfg, loss=new) if target is not cfg else new
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..train import Interrupted, NonFiniteLoss, TrainConfig, train
+
+    cfg = TrainConfig(model=args.model, data=args.data, out=args.out, loss=LossConfig())
+    for name in ("epochs", "batch_size", "image_size", "weights", "workers", "device", "seed"):
+        if getattr(args, name) is not None:
+            cfg = dataclasses.replace(cfg, **{name: getattr(args, name)})
+    if args.scratch:
+        cfg = dataclasses.replace(cfg, backbone_weights=None)
+    elif args.backbone_weights:
+        cfg = dataclasses.replace(cfg, backbone_weights=args.backbone_weights)
+    cfg = dataclasses.replace(cfg, resume=args.resume)
+    cfg = apply_sets(cfg, args.set or [])
+    try:
+        summary = train(cfg)
+    except Interrupted as e:
+        print(f"efficientdet train: {e}", file=sys.stderr)
+        return 130
+    except NonFiniteLoss as e:
+        print(f"efficientdet train: error: {e}", file=sys.stderr)
+        return 1
+    print(f"done: {summary['epochs']} epochs, best AP {summary['best_AP']:.4f}; weights in {summary['out']}/weights")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train or fine-tune on a COCO / VOC / YOLO dataset",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="efficientdet-lite0")
+    p.add_argument("--data", required=True, help="dataset YAML (format: coco | voc | yolo)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="per process")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--weights", help="start from these weights (class head re-initialised if needed)")
+    p.add_argument("--backbone-weights", help="ImageNet backbone file (default: packaged Lite0-2 weights)")
+    p.add_argument("--scratch", action="store_true", help="no pretrained backbone")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig field, e.g. lr=0.04")
+    p.set_defaults(func=run)

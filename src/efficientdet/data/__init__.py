@@ -1,0 +1,33 @@
+"""Training and evaluation data: dataset formats → :class:`Sample` → transforms → batches.
+
+Boxes are xyxy in absolute pixels (float32), labels contiguous class indices ``0..C-1``; each
+split carries ``names`` and ``label_ids`` (index → the dataset's own category id).
+"""
+
+from .formats import (
+    VOC_CLASSES,
+    DatasetSpec,
+    load_coco,
+    load_dataset_yaml,
+    load_split,
+    load_voc,
+    load_yolo,
+)
+from .loader import Batch, DetectionDataset, ShardSampler, build_loader, collate
+from .sample import DatasetError, DatasetSplit, ImageError, ParseReport, Sample
+from .transforms import (
+    DEFAULT_MAX_PIXELS,
+    EvalTransform,
+    TrainTransform,
+    Transformed,
+    check_images,
+    image_size,
+    read_image,
+)
+
+__all__ = [
+    "Batch", "DEFAULT_MAX_PIXELS", "DatasetError", "DatasetSpec", "DatasetSplit", "DetectionDataset",
+    "EvalTransform", "ImageError", "ParseReport", "Sample", "ShardSampler", "TrainTransform", "Transformed",
+    "VOC_CLASSES", "build_loader", "check_images", "collate", "image_size", "load_coco", "load_dataset_yaml",
+    "load_split", "load_voc", "load_yolo", "read_image",
+]

@@ -1,0 +1,127 @@
+"""Samples → batches: :class:`DetectionDataset`, :func:`collate` and :func:`build_loader`.
+
+Corrupt images: ``__getitem__`` raises :class:`ImageError` naming the file (also when the decoded
+size differs from the annotation's, where the boxes would land in the wrong place). The
+DataLoader re-raises it in the main process with the same type, so an epoch stops at the first
+bad file instead of silently training around it. ``validate=True`` reads every image header up
+front (no pixel decoding, threaded) and reports every unreadable, oversized or mis-sized file
+in one ``ImageError``, before any worker starts.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from .sample import ImageError, Sample
+from .transforms import DEFAULT_MAX_PIXELS, Transformed, check_images, read_image, size_mismatch
+
+
+class DetectionDataset(Dataset):
+    """``dataset[i]`` → ``(image [3, H, W] float32, target)``; ``target`` holds ``boxes [N, 4]``
+    float32 xyxy network pixels, ``labels [N]`` int64, ``image_id``, ``image_scale`` (network →
+    original pixels) and ``orig_size (h, w)``.
+
+    Crowd / difficult objects are left out of the targets, as the official trainer does
+    (``skip_crowd_during_training``); an evaluator reads them from :attr:`samples`.
+    """
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable[..., Transformed], *,
+                 validate: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.samples = list(samples)
+        self.transform = transform
+        self.max_pixels = max_pixels
+        if validate:
+            check_images([s.image_path for s in self.samples], max_pixels,
+                         [(s.width, s.height) for s in self.samples])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        sample = self.samples[index]
+        image = read_image(sample.image_path, self.max_pixels)
+        height, width = image.shape[-2:]
+        problem = size_mismatch(sample.image_path, (width, height), (sample.width, sample.height))
+        if problem:
+            raise ImageError(problem)
+        keep = ~sample.crowd
+        out = self.transform(image, torch.from_numpy(sample.boxes[keep]), torch.from_numpy(sample.labels[keep]))
+        return out.image, {"boxes": out.boxes, "labels": out.labels, "image_id": sample.image_id,
+                           "image_scale": out.image_scale, "orig_size": (height, width)}
+
+
+class Batch(NamedTuple):
+    images: torch.Tensor  # [B, 3, H, W]
+    targets: list[dict[str, Any]]  # per image, as DetectionDataset returns them
+    boxes: torch.Tensor  # [B, M, 4] float32, padded with zeros
+    labels: torch.Tensor  # [B, M] int64, padded with -1
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
+    """Stack the images; pad boxes/labels to the batch's most boxes ``M`` for batched target
+    assignment. ``M >= 1`` so that reductions over boxes never meet an empty axis; a padding row
+    has label -1 and a zero-area box (IoU 0 with every anchor)."""
+    images = torch.stack([image for image, _ in batch])
+    targets = [target for _, target in batch]
+    most = max([1] + [len(t["labels"]) for t in targets])
+    boxes = torch.zeros(len(batch), most, 4)
+    labels = torch.full((len(batch), most), -1, dtype=torch.int64)
+    for i, target in enumerate(targets):
+        n = len(target["labels"])
+        boxes[i, :n] = target["boxes"]
+        labels[i, :n] = target["labels"]
+    return Batch(images, targets, boxes, labels)
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``num_replicas``-th index from ``rank``: disjoint shards covering each image once.
+
+    For evaluation, instead of ``DistributedSampler``, which pads the last shard with repeated
+    images that a metric would count twice (detectron2's ``InferenceSampler`` exists for this).
+    """
+
+    def __init__(self, size: int, num_replicas: int, rank: int):
+        self.indices = range(rank, size, num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed ``random`` and numpy from the worker's torch seed, which the loader's generator sets,
+    so that user transforms drawing from them are reproducible too (ours use torch's only)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int = 0, distributed: bool = False,
+                 seed: int = 0, *, num_replicas: int | None = None, rank: int | None = None) -> DataLoader:
+    """A DataLoader of :class:`Batch` es: shuffled with ``drop_last`` when training, in order otherwise.
+
+    ``distributed`` shards per rank (``num_replicas``/``rank`` default to the process group):
+    ``DistributedSampler`` for training (call ``loader.sampler.set_epoch(epoch)`` each epoch),
+    :class:`ShardSampler` for evaluation. Runs are reproducible from ``seed``: it seeds the
+    shuffle and, offset by the rank, the workers' augmentation draws. With ``workers=0`` the
+    transforms draw from torch's global generator instead: seed it with ``torch.manual_seed``.
+    """
+    sampler = None
+    if distributed:
+        num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
+        rank = dist.get_rank() if rank is None else rank
+        sampler = (DistributedSampler(dataset, num_replicas, rank, shuffle=True, seed=seed, drop_last=True)
+                   if train else ShardSampler(len(dataset), num_replicas, rank))
+    generator = torch.Generator().manual_seed(seed + (rank if distributed else 0))
+    return DataLoader(dataset, batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                      drop_last=train, persistent_workers=workers > 0, worker_init_fn=_seed_worker,
+                      generator=generator)

@@ -1,0 +1,49 @@
+"""Optimiser and learning-rate schedule of the official recipe (``tf2/train_lib.py``)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on convolution kernels only (official: variables matching ``kernel|weight``).
+
+    Biases, BN parameters and the BiFPN fusion weights are not decayed.
+    """
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            (decay if isinstance(module, nn.Conv2d) and name == "weight" else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
+                    momentum: float = 0.9) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
+
+
+def scaled_lr(base_lr: float, batch_size: int) -> float:
+    """Official: the learning rate is given per 64 images and scaled linearly with the batch."""
+    return base_lr * batch_size / 64
+
+
+def cosine_lr(step: int, lr: float, warmup_init: float, warmup_steps: int, total_steps: int) -> float:
+    """Official ``CosineLrSchedule``: linear warm-up from ``warmup_init``, then cosine decay.
+
+    As in the official code the cosine's phase is ``step / (total - warmup)``, not shifted by the
+    warm-up, so the decay starts slightly below ``lr`` after warm-up.
+    """
+    if step < warmup_steps:
+        return warmup_init + step / warmup_steps * (lr - warmup_init)
+    decay_steps = max(total_steps - warmup_steps, 1)
+    return 0.5 * lr * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))

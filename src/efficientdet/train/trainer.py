@@ -1,0 +1,317 @@
+"""``train(TrainConfig)``: data → model → the official recipe → checkpoints and metrics in a run folder.
+
+Run folder::
+
+    RUN/config.json              the resolved TrainConfig and model config
+    RUN/metrics.jsonl            one JSON line per epoch (losses, lr, images/s, COCO metrics)
+    RUN/weights/last.safetensors EMA weights after the last epoch (create_model(weights=…) loads it)
+    RUN/weights/best.safetensors EMA weights of the best validation AP
+    RUN/train_state.pt           everything --resume needs (optimiser, EMA, scaler, RNG, position)
+
+Distributed: launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set), one process per device, DDP
+with per-rank shards; rank 0 alone logs, evaluates and writes files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .. import create_model
+from ..anchors import generate_anchors
+from ..config import PostprocessConfig
+from ..data import DetectionDataset, EvalTransform, TrainTransform, build_loader, load_dataset_yaml, load_split
+from ..data.loader import collate
+from ..loss import LossConfig
+from ..model import EfficientDet
+from ..weights import WeightsError, read_metadata, read_weights, save_safetensors
+from ..weights.pretrained import load_pretrained_backbone
+from .checkpoint import atomic_torch_save, load_training_state, rng_state, set_rng_state
+from .ema import ModelEMA
+from .engine import NonFiniteLoss, evaluate, train_one_epoch
+from .optim import build_optimizer, cosine_lr, scaled_lr
+from .sampling import EpochSampler, SeededDataset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The official recipe by default (hparams_config.py); every field settable by ``--set``."""
+
+    model: str = "efficientdet-lite0"
+    data: str = ""  # dataset YAML
+    out: str = "runs/train"
+    epochs: int = 12
+    batch_size: int = 8  # per process
+    image_size: int | None = None  # default: the model's
+    weights: str | None = None  # start from these (any create_model format); class head re-initialised if needed
+    backbone_weights: str | None = "imagenet"  # "imagenet" (packaged Lite0-2), a file, or None (scratch)
+    freeze_backbone: bool = False
+    freeze_bn: bool = False  # BN in inference mode: fixed statistics, no BN parameter updates
+    optimizer: str = "sgd"
+    lr: float = 0.08  # per 64 images, scaled linearly (AdamW: 0.008 is the official equivalent)
+    warmup_init: float = 0.008
+    warmup_epochs: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    clip_grad_norm: float = 10.0
+    ema_decay: float = 0.9998
+    scale_range: tuple[float, float] = (0.1, 2.0)
+    hflip: float = 0.5
+    photometric: bool = False
+    amp: bool | None = None  # default: on for CUDA
+    sync_bn: bool = False
+    workers: int = 2
+    seed: int = 0
+    eval_every: int = 1
+    eval_batch_size: int = 8
+    device: str | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    resume: bool = False
+    max_steps: int | None = None  # stop after this many steps (tests, smoke runs)
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was written at the current step."""
+
+
+def _setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    if "RANK" not in os.environ:
+        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return 0, 1, device
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
+    """Start weights: a full checkpoint (class head re-initialised when the class count differs),
+    else ImageNet backbone weights, else the fresh initialisation."""
+    if cfg.weights:
+        src_classes = model.config.num_classes
+        if str(cfg.weights).endswith(".safetensors"):
+            src_classes = int(read_metadata(cfg.weights).get("num_classes", src_classes))
+        elif src_classes != 90:
+            src_classes = 90  # official checkpoints and effdet's COCO models have 90 outputs
+        source = create_model(model.config.name, num_classes=src_classes, image_size=model.config.image_size)
+        state = read_weights(source, cfg.weights)
+        if src_classes != model.config.num_classes:
+            state = {k: v for k, v in state.items() if not k.startswith("class_net.predict.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("class_net.predict.") and "num_batches" not in k]
+        if missing or unexpected:
+            raise WeightsError(f"{cfg.weights}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        head = "" if src_classes == model.config.num_classes else f" (class head re-initialised: {src_classes} → {model.config.num_classes} classes)"
+        return f"weights from {cfg.weights}{head}"
+    if cfg.backbone_weights:
+        return load_pretrained_backbone(model, None if cfg.backbone_weights == "imagenet" else cfg.backbone_weights)
+    return "trained from scratch (random initialisation)"
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    use = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    if not use:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+class _Signals:
+    """Turn SIGINT/SIGTERM into a flag that the step loop checks, so a step is never cut in half."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
+    """Run training; returns a summary (best AP, epochs, paths). See the module docstring."""
+    rank, world, device = _setup_distributed(cfg)
+    main = rank == 0
+    out = Path(cfg.out)
+    spec = load_dataset_yaml(cfg.data)
+    train_split = load_split(spec, "train")
+    val_split = load_split(spec, "val") if "val" in spec.splits else None
+    if main:
+        log(f"train: {train_split.report.summary()}")
+        if val_split is not None:
+            log(f"val: {val_split.report.summary()}")
+    overrides = {"num_classes": train_split.num_classes}
+    if cfg.image_size:
+        overrides["image_size"] = cfg.image_size
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, **overrides)
+    how = _init_weights(model, cfg)
+    if main:
+        log(f"{model.config.name}, {train_split.num_classes} classes, {model.config.image_size}: {how}")
+    if cfg.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    if cfg.freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.requires_grad_(False)
+    if cfg.sync_bn and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    mcfg = model.config
+    anchors = generate_anchors(mcfg.image_size, mcfg.min_level, mcfg.max_level, mcfg.anchors).to(device)
+
+    train_set = SeededDataset(DetectionDataset(
+        train_split.samples,
+        TrainTransform(mcfg.image_size, mcfg.preprocess.mean, mcfg.preprocess.std, cfg.scale_range, cfg.hflip,
+                       cfg.photometric),
+        validate=main), seed=cfg.seed)
+    sampler = EpochSampler(len(train_set), cfg.batch_size, cfg.seed, rank, world)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
+        pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0, drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.seed))  # its own: the global RNG is the model's
+    val_loader = None
+    if val_split is not None and main:
+        val_set = DetectionDataset(val_split.samples, EvalTransform(mcfg.image_size, mcfg.preprocess.mean,
+                                                                    mcfg.preprocess.std), validate=True)
+        val_loader = build_loader(val_set, cfg.eval_batch_size, train=False, workers=min(cfg.workers, 2))
+
+    global_batch = cfg.batch_size * world
+    lr = scaled_lr(cfg.lr, global_batch)
+    optimizer = build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum)
+    steps_per_epoch = sampler.batches_per_epoch
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    lr_at = lambda step: cosine_lr(step, lr, cfg.warmup_init, warmup_steps, total_steps)  # noqa: E731
+    amp_dtype = _amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    ema = ModelEMA(model, cfg.ema_decay)
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+
+    state_path = out / "train_state.pt"
+    epoch, start_batch, step, best_ap, history = 0, 0, 0, -1.0, []
+    if cfg.resume:
+        if not state_path.is_file():
+            raise FileNotFoundError(f"--resume: no training state at {state_path}")
+        state = load_training_state(state_path)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["step"]
+        best_ap, history = state["best_ap"], state["history"]
+        set_rng_state(state["rng"])
+        if main:
+            log(f"resumed from {state_path}: epoch {epoch}, batch {start_batch}, step {step}")
+    if main:
+        (out / "weights").mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(
+            {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(mcfg), "names": train_split.names,
+             "label_ids": train_split.label_ids, "world_size": world}, indent=2, default=str))
+    label_meta = {"names": json.dumps(train_split.names), "label_ids": json.dumps(train_split.label_ids)}
+
+    def checkpoint(epoch_: int, batch_: int) -> None:
+        if not main:
+            return
+        atomic_torch_save({
+            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch_,
+            "batch_in_epoch": batch_, "step": step, "best_ap": best_ap, "history": history,
+            "rng": rng_state(),
+        }, state_path)
+        save_safetensors(ema.module, out / "weights" / "last.safetensors", source=f"training step {step}",
+                         extra=label_meta)
+
+    post = PostprocessConfig()
+    with _Signals() as signals:
+        while epoch < cfg.epochs:
+            sampler.set_epoch(epoch, start_batch)
+            epoch_start, seen, loss_sum, n = time.perf_counter(), 0, 0.0, 0
+            progress = _progress(main, steps_per_epoch - start_batch, f"epoch {epoch + 1}/{cfg.epochs}")
+
+            def on_step(s: int, stats: dict) -> bool:
+                nonlocal seen, loss_sum, n
+                seen += stats["images"] * world
+                loss_sum += stats["loss"]
+                n += 1
+                if progress is not None:
+                    progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.4f}",
+                                         img_s=f"{seen / (time.perf_counter() - epoch_start):.1f}")
+                    progress.update(1)
+                stop = signals.received is not None or (cfg.max_steps is not None and s >= cfg.max_steps)
+                return stop
+
+            try:
+                step = train_one_epoch(ddp, train_loader, optimizer, lr_at, anchors, cfg.loss, step=step, ema=ema,
+                                       scaler=scaler, amp_dtype=amp_dtype, clip_grad_norm=cfg.clip_grad_norm,
+                                       world=world, freeze_bn=cfg.freeze_bn, on_step=on_step)
+            except NonFiniteLoss as e:
+                raise NonFiniteLoss(f"{e}; stopped, the last good checkpoint is {state_path}") from None
+            finally:
+                if progress is not None:
+                    progress.close()
+            done_in_epoch = start_batch + n
+            start_batch = 0
+            if done_in_epoch < steps_per_epoch:  # stopped by a signal or max_steps mid-epoch
+                checkpoint(epoch, done_in_epoch)
+                if signals.received is not None:
+                    raise Interrupted(f"stopped by signal {signals.received} at step {step}; "
+                                      f"resume with --resume (state: {state_path})")
+                break
+            epoch += 1
+            record = {"epoch": epoch, "step": step, "loss": loss_sum / max(n, 1), "lr": lr_at(step),
+                      "images_per_s": seen / (time.perf_counter() - epoch_start)}
+            if val_loader is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                metrics, _ = evaluate(ema.module, val_loader, val_split, anchors, post, mcfg.image_size, amp_dtype)
+                record.update(metrics)
+                if metrics["AP"] > best_ap:
+                    best_ap = metrics["AP"]
+                    if main:
+                        save_safetensors(ema.module, out / "weights" / "best.safetensors",
+                                         source=f"epoch {epoch}, AP {best_ap:.4f}", extra=label_meta)
+            history.append(record)
+            if main:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+                             if k in ("epoch", "loss", "images_per_s", "AP", "AP50")))
+            checkpoint(epoch, 0)
+            if signals.received is not None:
+                raise Interrupted(f"stopped by signal {signals.received} after epoch {epoch}; resume with --resume")
+            if world > 1:
+                dist.barrier()
+    return {"out": str(out), "epochs": epoch, "step": step, "best_AP": best_ap, "history": history}
+
+
+def _progress(main: bool, total: int, desc: str):
+    if not main:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)

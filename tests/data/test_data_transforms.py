@@ -1,0 +1,180 @@
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from data_builders import rectangle_image
+from PIL import Image
+from skimage import data
+
+from efficientdet.config import VARIANTS
+from efficientdet.data import EvalTransform, ImageError, TrainTransform, image_size, read_image
+from efficientdet.detector import preprocess
+
+ASTRONAUT = data.astronaut()
+
+
+def decoded(path) -> np.ndarray:
+    image = read_image(path)
+    assert image.dtype == torch.uint8 and image.shape[0] == 3
+    return image.permute(1, 2, 0).numpy()
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def test_decodes_every_mode_to_rgb_uint8(tmp_path):
+    rgb = ASTRONAUT[:64, :96]
+    grey = rgb[..., 0]
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    np.testing.assert_array_equal(decoded(tmp_path / "grey.png"), np.dstack([grey] * 3))
+
+    Image.fromarray(np.dstack([rgb, np.full(grey.shape, 77, np.uint8)])).save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(decoded(tmp_path / "rgba.png"), rgb)  # alpha dropped
+
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.save(tmp_path / "palette.png", transparency=0)
+    np.testing.assert_array_equal(decoded(tmp_path / "palette.png"), np.asarray(palette.convert("RGB")))
+
+    deep = grey.astype(np.uint16) * 257 + 100  # 16-bit, not a plain multiple of 257
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    np.testing.assert_array_equal(decoded(tmp_path / "deep.png"), np.dstack([deep >> 8] * 3).astype(np.uint8))
+    Image.fromarray(deep).save(tmp_path / "deep.tif")  # TIFF: the PIL fallback
+    np.testing.assert_array_equal(decoded(tmp_path / "deep.tif"), np.dstack([deep >> 8] * 3).astype(np.uint8))
+
+    Image.fromarray(rgb).save(tmp_path / "rgb.bmp")  # BMP: the PIL fallback
+    np.testing.assert_array_equal(decoded(tmp_path / "rgb.bmp"), rgb)
+
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    reference = np.asarray(Image.open(tmp_path / "cmyk.jpg").convert("RGB")).astype(int)
+    assert np.abs(decoded(tmp_path / "cmyk.jpg").astype(int) - reference).mean() < 1.0
+    assert np.abs(decoded(tmp_path / "cmyk.jpg").astype(int) - rgb).mean() < 4.0
+
+
+@pytest.mark.parametrize("orientation, top_is_white", [(6, True), (8, False)])
+def test_exif_orientation_decodes_upright(tmp_path, orientation, top_is_white):
+    """Stored 80 wide x 40 high with a white left half; 6 rotates it 90° clockwise, 8 anticlockwise."""
+    stored = np.zeros((40, 80, 3), np.uint8)
+    stored[:, :40] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    image = decoded(path)
+    assert image.shape == (80, 40, 3) and image_size(path) == (40, 80)
+    top, bottom = image[:35].mean(), image[45:].mean()
+    assert (top > 250 and bottom < 5) if top_is_white else (top < 5 and bottom > 250)
+
+
+def test_corrupt_truncated_and_empty_files_raise_image_error(tmp_path):
+    Image.fromarray(ASTRONAUT).save(tmp_path / "ok.jpg")
+    whole = (tmp_path / "ok.jpg").read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(whole[: len(whole) // 3])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 100)
+    for name in ("truncated.jpg", "empty.jpg", "garbage.png", "missing.jpg"):
+        with pytest.raises(ImageError, match=name):
+            read_image(tmp_path / name)
+
+
+def png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width x height`` with no pixel data: only a header read survives it."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) +
+                     chunk(b"IEND", b""))
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_pixel_cap_is_checked_before_decoding(tmp_path):
+    png_header_only(tmp_path / "bomb.png", 12_000, 10_000)  # 120 MP, 360 MB decoded
+    with pytest.raises(ImageError, match=r"bomb.png: 12000x10000 is 120.0 MP, over the limit of 100.0 MP"):
+        read_image(tmp_path / "bomb.png")
+    png_header_only(tmp_path / "huge.png", 100_000, 100_000)  # past PIL's own limit as well
+    with pytest.raises(ImageError, match="huge.png"):
+        read_image(tmp_path / "huge.png")
+    Image.new("RGB", (20, 10)).save(tmp_path / "small.png")
+    with pytest.raises(ImageError, match="20x10 is 0.0 MP, over the limit"):
+        read_image(tmp_path / "small.png", max_pixels=199)
+
+
+# ---------------------------------------------------------------- transforms
+
+MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # network values = pixel values: easy to read
+
+
+def chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+
+def test_eval_transform_is_the_detector_preprocessing():
+    config = VARIANTS["efficientdet-d0"].preprocess
+    image = chw(data.chelsea())  # 300x451
+    boxes = torch.tensor([[10.0, 20.0, 451.0, 300.0]])
+    out = EvalTransform((512, 512), config.mean, config.std)(image, boxes, torch.tensor([3]))
+    batch, scales = preprocess([image], (512, 512), config)
+    assert torch.equal(out.image, batch[0]) and out.image_scale == float(scales[0])
+    # official box mapping: through normalised coordinates to the scaled size 340x512, then the
+    # official clip to size - 1 (x2 512 → 511)
+    torch.testing.assert_close(out.boxes, torch.tensor([[10 * 512 / 451, 20 * 340 / 300, 511, 340]]))
+    assert out.labels.tolist() == [3]
+    empty = EvalTransform((512, 512), config.mean, config.std)(image)
+    assert empty.boxes.shape == (0, 4) and torch.equal(empty.image, batch[0])
+
+
+def test_train_transform_at_scale_one_without_flip_equals_eval():
+    image = chw(data.coffee())
+    boxes, labels = torch.tensor([[50.0, 60.0, 300.0, 200.0]]), torch.tensor([1])
+    train = TrainTransform((256, 320), MEAN, STD, scale_range=(1.0, 1.0), hflip=0.0)(image, boxes, labels)
+    evaluation = EvalTransform((256, 320), MEAN, STD)(image, boxes, labels)
+    assert torch.equal(train.image, evaluation.image) and torch.equal(train.boxes, evaluation.boxes)
+    assert train.image_scale == evaluation.image_scale
+
+
+def test_train_transform_flip_mirrors_image_and_boxes():
+    image = chw(data.coffee())  # 400x600 → 256x384 inside 256x384: no padding
+    boxes, labels = torch.tensor([[50.0, 60.0, 300.0, 200.0]]), torch.tensor([1])
+    flipped = TrainTransform((256, 384), MEAN, STD, scale_range=(1.0, 1.0), hflip=1.0)(image, boxes, labels)
+    plain = EvalTransform((256, 384), MEAN, STD)(image, boxes, labels)
+    assert torch.equal(flipped.image, plain.image.flip(-1))
+    torch.testing.assert_close(flipped.boxes, torch.tensor([[(600 - 300) * 0.64, 60 * 0.64, (600 - 50) * 0.64,
+                                                             200 * 0.64]]))
+
+
+@pytest.mark.parametrize("box, can_vanish", [((150, 70, 260, 190), False), ((10, 10, 40, 30), True),
+                                             ((280, 200, 320, 240), True)])
+def test_boxes_follow_the_image_under_flip_scale_and_crop(box, can_vanish):
+    """A white rectangle's box must still frame the rectangle after every random draw, and a box
+    whose rectangle the crop cut away must be gone."""
+    image = chw(rectangle_image(240, 320, box))
+    transform = TrainTransform((160, 192), MEAN, STD)  # scales 0.1..2.0: shrink, enlarge and crop
+    torch.manual_seed(0)
+    dropped = 0
+    for _ in range(40):
+        out = transform(image, torch.tensor([box], dtype=torch.float32), torch.tensor([1]))
+        assert out.image.shape == (3, 160, 192)
+        white = out.image[0] > 200
+        if len(out.boxes) == 0:
+            dropped += 1
+            assert white.sum() <= 192  # at most a blurred sliver of the rectangle remains
+            continue
+        x1, y1, x2, y2 = out.boxes[0].tolist()
+        ys, xs = torch.nonzero(white, as_tuple=True)  # none where a tiny scale blurred the rectangle grey
+        if len(xs):
+            assert xs.min() >= x1 - 1 and xs.max() <= x2 + 1 and ys.min() >= y1 - 1 and ys.max() <= y2 + 1
+        if x2 - x1 > 4 and y2 - y1 > 4:  # the box holds the rectangle, not background
+            assert out.image[0, int(y1) + 2:int(y2) - 1, int(x1) + 2:int(x2) - 1].min() > 100
+    assert (5 <= dropped <= 30) if can_vanish else dropped == 0
+
+
+def test_photometric_jitter_keeps_shape_and_boxes():
+    image = chw(ASTRONAUT)
+    boxes, labels = torch.tensor([[10.0, 20.0, 200.0, 300.0]]), torch.tensor([0])
+    torch.manual_seed(1)
+    out = TrainTransform((128, 128), MEAN, STD, scale_range=(1.0, 1.0), hflip=0.0, photometric=True)(
+        image, boxes, labels)
+    plain = EvalTransform((128, 128), MEAN, STD)(image, boxes, labels)
+    assert out.image.shape == (3, 128, 128) and torch.equal(out.boxes, plain.boxes)
+    assert not torch.equal(out.image, plain.image)

@@ -1,0 +1,174 @@
+"""Training end to end on tiny generated data: resume exactness, signals, non-finite guard, DDP, overfit."""
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from efficientdet import create_model
+from efficientdet.shapes import make_shapes_dataset
+from efficientdet.train import Interrupted, NonFiniteLoss, TrainConfig, train
+from efficientdet.train.checkpoint import load_training_state
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=16, num_val=4, image_size=128, seed=1)
+
+
+def base(shapes, out, **kw):
+    cfg = TrainConfig(model="efficientdet-lite0", data=str(shapes), out=str(out), epochs=2, batch_size=4,
+                      image_size=128, workers=0, eval_every=100, seed=3)
+    return dataclasses.replace(cfg, **kw)
+
+
+def final_state(out):
+    return load_training_state(out / "train_state.pt")
+
+
+def assert_same_weights(a, b, atol=0.0):
+    for key, value in a["model"].items():
+        assert torch.allclose(value.float(), b["model"][key].float(), atol=atol, rtol=0), key
+    for key, value in a["ema"]["module"].items():
+        assert torch.allclose(value.float(), b["ema"]["module"][key].float(), atol=atol, rtol=0), key
+
+
+def test_resume_mid_epoch_is_exact(shapes, tmp_path):
+    straight = train(base(shapes, tmp_path / "a", max_steps=6), log=lambda *_: None)
+    assert straight["step"] == 6
+    train(base(shapes, tmp_path / "b", max_steps=3), log=lambda *_: None)  # stops mid-epoch 1 (4 steps/epoch)
+    state = final_state(tmp_path / "b")
+    assert (state["epoch"], state["batch_in_epoch"], state["step"]) == (0, 3, 3)
+    resumed = train(base(shapes, tmp_path / "b", max_steps=6, resume=True), log=lambda *_: None)
+    assert resumed["step"] == 6
+    assert_same_weights(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
+
+
+def test_sigint_saves_checkpoint_and_resume_finishes_identically(shapes, tmp_path, monkeypatch):
+    import efficientdet.train.engine as engine
+
+    full = base(shapes, tmp_path / "full")
+    train(full, log=lambda *_: None)
+
+    real = engine.detection_loss
+    calls = {"n": 0}
+
+    def interrupting(*args, **kw):  # deliver SIGINT during step 3, as Ctrl-C would
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(engine, "detection_loss", interrupting)
+    with pytest.raises(Interrupted, match="stopped by signal 2 at step 3; resume with --resume"):
+        train(base(shapes, tmp_path / "cut"), log=lambda *_: None)
+    monkeypatch.setattr(engine, "detection_loss", real)
+    assert final_state(tmp_path / "cut")["step"] == 3
+    train(base(shapes, tmp_path / "cut", resume=True), log=lambda *_: None)
+    assert final_state(tmp_path / "cut")["step"] == final_state(tmp_path / "full")["step"] == 8
+    assert_same_weights(final_state(tmp_path / "full"), final_state(tmp_path / "cut"))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(shapes, tmp_path, monkeypatch):
+    import efficientdet.train.engine as engine
+
+    real = engine.detection_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kw):
+        calls["n"] += 1
+        out = real(*args, **kw)
+        if calls["n"] == 6:  # epoch 2, after epoch 1's checkpoint
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(engine, "detection_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 5 .*last good checkpoint is .*train_state.pt"):
+        train(base(shapes, tmp_path / "nan"), log=lambda *_: None)
+    state = final_state(tmp_path / "nan")
+    assert (state["epoch"], state["step"]) == (1, 4)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    model = create_model("efficientdet-lite0", weights=tmp_path / "nan" / "weights" / "last.safetensors",
+                         image_size=128)
+    assert model.config.num_classes == 4
+
+
+def test_run_folder_contents_and_weights_metadata(shapes, tmp_path):
+    summary = train(base(shapes, tmp_path / "run", epochs=1, eval_every=1), log=lambda *_: None)
+    run = tmp_path / "run"
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"epoch", "loss", "lr", "images_per_s", "AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(record)
+    config = json.loads((run / "config.json").read_text())
+    assert config["names"] == ["circle", "square", "triangle", "star"] and config["model"]["head"]["num_classes"] == 4
+    from efficientdet.weights import read_metadata
+
+    meta = read_metadata(run / "weights" / "best.safetensors")
+    assert json.loads(meta["names"]) == config["names"] and meta["num_classes"] == "4"
+    assert summary["best_AP"] == record["AP"]
+
+
+def test_fine_tune_from_other_class_count_reinitialises_only_the_class_head(shapes, tmp_path):
+    from efficientdet.weights import save_safetensors
+
+    torch.manual_seed(0)
+    src = create_model("efficientdet-lite0", num_classes=7, image_size=128)
+    path = save_safetensors(src, tmp_path / "src.safetensors")
+    out = tmp_path / "ft"
+    train(base(shapes, out, weights=str(path), max_steps=1, clip_grad_norm=0.0, lr=0.0, warmup_init=0.0),
+          log=lambda *_: None)
+    state = final_state(out)["model"]
+    for key, value in src.state_dict().items():
+        if key.startswith("class_net.predict.pointwise"):
+            assert state[key].shape[0] == 9 * 4 and value.shape[0] == 9 * 7
+        elif key.startswith("class_net.predict."):
+            assert not torch.equal(state[key], value)  # re-initialised with the rest of the head
+        elif "running" not in key and "num_batches" not in key:
+            assert torch.equal(state[key], value), key  # lr 0: untouched
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, cfg):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train(cfg, log=lambda *_: None)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_equal_one_process_with_the_global_batch(shapes, tmp_path):
+    """gloo on the CPU: 2 ranks × batch 2 give the weights of 1 rank × batch 4 (BN frozen, no drop path)."""
+    common = dict(model="efficientdet-d0", backbone_weights=None, freeze_bn=True, max_steps=3)
+    single = base(shapes, tmp_path / "one", batch_size=4, **common)
+    train(single, log=lambda *_: None)
+    double = base(shapes, tmp_path / "two", batch_size=2, **common)
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), double), nprocs=2, start_method="spawn")
+    one, two = final_state(tmp_path / "one"), final_state(tmp_path / "two")
+    assert one["step"] == two["step"] == 3
+    assert_same_weights(one, two, atol=2e-5)
+    moved = max((one["model"][k].float() - v.float()).abs().max() for k, v in
+                create_model("efficientdet-d0", num_classes=4, image_size=128).state_dict().items()
+                if v.is_floating_point() and "running" not in k)
+    assert moved > 1e-3  # the weights really trained
+
+
+def test_overfits_a_few_images(tmp_path):
+    """Lite0 on its ImageNet backbone (frozen, as a quick fine-tune would) learns 4 images."""
+    data = make_shapes_dataset(tmp_path / "tiny", num_train=4, num_val=0, image_size=128, max_objects=2, seed=5)
+    data.write_text(data.read_text().replace("val: {images: images, annotations: val.json}",
+                                             "val: {images: images, annotations: train.json}"))
+    cfg = TrainConfig(model="efficientdet-lite0", data=str(data), out=str(tmp_path / "run"), epochs=80,
+                      batch_size=4, image_size=128, workers=0, eval_every=80, scale_range=(1.0, 1.0), hflip=0.0,
+                      warmup_epochs=2, lr=0.16, ema_decay=0.0, freeze_backbone=True, freeze_bn=True)
+    summary = train(cfg, log=lambda *_: None)
+    assert summary["history"][0]["loss"] > 3 * summary["history"][-1]["loss"]
+    assert summary["history"][-1]["AP50"] >= 0.9, summary["history"][-1]
