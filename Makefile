@@ -14,8 +14,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/efficientdet info efficientdet-d0
-	$(PY) examples/demo.py $(if $(wildcard ../shared/fixtures/official-tf/efficientdet-d0),--weights ../shared/fixtures/official-tf/efficientdet-d0) --out demo.png
+	$(VENV)/bin/efficientdet demo --out runs/demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each module defines ``add_parser(subparsers)`` that registers its subcommand and sets ``func``.
-SUBCOMMANDS = ("info", "convert", "train", "eval")
+SUBCOMMANDS = ("info", "convert", "train", "eval", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+
+from efficientdet.cli import main
+from efficientdet.cli.train import apply_sets
+from efficientdet.shapes import make_shapes_dataset
+from efficientdet.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_shapes_dataset(tmp_path_factory.mktemp("d"), num_train=8, num_val=4, image_size=128, seed=2)
+
+
+def test_train_then_eval_with_weights_and_with_predictions(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), "--image-size", "128", "--batch-size", "4",
+                 "--epochs", "1", "--workers", "0", "--set", "eval_every=1"]) == 0
+    assert (out / "weights" / "best.safetensors").is_file() and (out / "metrics.jsonl").is_file()
+    metrics_file, preds = tmp_path / "m.json", tmp_path / "p.json"
+    assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights",
+                 str(out / "weights" / "best.safetensors"), "--image-size", "128", "--workers", "0",
+                 "--json", str(metrics_file), "--save-predictions", str(preds)]) == 0
+    metrics = json.loads(metrics_file.read_text())
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(metrics)
+    again = tmp_path / "m2.json"
+    assert main(["eval", "--data", str(data), "--predictions", str(preds), "--json", str(again)]) == 0
+    assert json.loads(again.read_text()) == metrics  # scoring the saved results gives the same numbers
+
+
+def test_official_coco_label_space_is_mapped(data, tmp_path, capsys):
+    """A 90-class model on a dataset whose ids lie in 1..90: output c is scored as category c + 1."""
+    from efficientdet import create_model
+    from efficientdet.weights import save_safetensors
+
+    weights = save_safetensors(create_model("efficientdet-lite0", image_size=128), tmp_path / "coco.safetensors")
+    assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
+                 "--image-size", "128", "--workers", "0"]) == 0
+
+
+def test_set_values_are_typed_and_checked():
+    cfg = apply_sets(TrainConfig(), ["lr=0.04", "amp=true", "scale_range=0.5,1.5", "loss.gamma=2", "weights=none"])
+    assert cfg.lr == 0.04 and cfg.amp is True and cfg.scale_range == (0.5, 1.5) and cfg.loss.gamma == 2.0
+    assert cfg.weights is None
+    with pytest.raises(ValueError, match="--set lrr: unknown field; valid: .*lr"):
+        apply_sets(TrainConfig(), ["lrr=1"])
+    with pytest.raises(ValueError, match="--set epochs: expected int, got 'many'"):
+        apply_sets(TrainConfig(), ["epochs=many"])
+    with pytest.raises(ValueError, match="--set expects key=value"):
+        apply_sets(TrainConfig(), ["lr"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "missing.yaml", "--out", "x"], "missing.yaml: cannot read"),
+    (["eval", "--data", "missing.yaml", "--predictions", "p.json"], "missing.yaml: cannot read"),
+])
+def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_resume_without_state_is_a_clear_error(data, tmp_path, capsys):
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "none"), "--resume", "--workers", "0"]) == 2
+    assert "--resume: no training state at" in capsys.readouterr().err
