@@ -110,6 +110,8 @@ def test_run_folder_contents_and_weights_metadata(shapes, tmp_path):
     meta = read_metadata(run / "weights" / "best.safetensors")
     assert json.loads(meta["names"]) == config["names"] and meta["num_classes"] == "4"
     assert summary["best_AP"] == record["AP"]
+    assert (run / "curves.png").stat().st_size > 0
+    assert len(list((run / "val_images").glob("*.png"))) == 4  # every val image, truth and predictions
 
 
 def test_fine_tune_from_other_class_count_reinitialises_only_the_class_head(shapes, tmp_path):

@@ -4,22 +4,14 @@ evaluate, and write curves, annotated validation images and the metrics table to
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .. import create_model
-    from ..anchors import generate_anchors
-    from ..data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
     from ..evaluate import format_metrics
     from ..shapes import make_shapes_dataset
     from ..train import TrainConfig, train
-    from ..train.engine import evaluate
-    from ..train.report import draw_predictions, plot_curves
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -29,24 +21,12 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, image_size=args.image_size, workers=args.workers,
                       eval_every=args.epochs, seed=args.seed)
     summary = train(cfg)
-    split = load_split(load_dataset_yaml(data), "val")
-    model = create_model("efficientdet-lite0", weights=out / "weights" / "best.safetensors",
-                         image_size=args.image_size)
-    mcfg = model.config
-    anchors = generate_anchors(mcfg.image_size, mcfg.min_level, mcfg.max_level, mcfg.anchors)
-    loader = build_loader(DetectionDataset(split.samples, EvalTransform(mcfg.image_size, mcfg.preprocess.mean,
-                                                                        mcfg.preprocess.std)), 8, train=False)
-    with torch.inference_mode():
-        metrics, results = evaluate(model, loader, split, anchors, mcfg.postprocess, mcfg.image_size)
+    metrics = summary["history"][-1]
     table = format_metrics(metrics)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "metrics.md").write_text(table + "\n")
-    images = draw_predictions(split, results, out / "val_images")
-    curves = plot_curves(summary["history"], out / "curves.png")
     minutes = (time.perf_counter() - start) / 60
     print(table)
-    print(f"{minutes:.1f} min; wrote {out}/metrics.md, {len(images)} images in {out}/val_images"
-          + (f", {curves}" if curves else ""))
+    print(f"{minutes:.1f} min; wrote {out}/metrics.md, {out}/curves.png, {out}/val_images/, {out}/weights/")
     return 0
 
 

@@ -7,6 +7,8 @@ Run folder::
     RUN/weights/last.safetensors EMA weights after the last epoch (create_model(weights=…) loads it)
     RUN/weights/best.safetensors EMA weights of the best validation AP
     RUN/train_state.pt           everything --resume needs (optimiser, EMA, scaler, RNG, position)
+    RUN/curves.png               loss and AP curves; RUN/val_images/: predictions (red) vs truth (green)
+    RUN/tensorboard/             scalars, when the tensorboard package is installed
 
 Distributed: launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set), one process per device, DDP
 with per-rank shards; rank 0 alone logs, evaluates and writes files.
@@ -41,6 +43,7 @@ from .checkpoint import atomic_torch_save, load_training_state, rng_state, set_r
 from .ema import ModelEMA
 from .engine import NonFiniteLoss, evaluate, train_one_epoch
 from .optim import build_optimizer, cosine_lr, scaled_lr
+from .report import draw_predictions, plot_curves
 from .sampling import EpochSampler, SeededDataset
 
 
@@ -249,6 +252,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
                          extra=label_meta)
 
     post = PostprocessConfig()
+    board = _tensorboard(out) if main else None
+    last_results = None
     with _Signals() as signals:
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, start_batch)
@@ -288,7 +293,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             record = {"epoch": epoch, "step": step, "loss": loss_sum / max(n, 1), "lr": lr_at(step),
                       "images_per_s": seen / (time.perf_counter() - epoch_start)}
             if val_loader is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-                metrics, _ = evaluate(ema.module, val_loader, val_split, anchors, post, mcfg.image_size, amp_dtype)
+                metrics, last_results = evaluate(ema.module, val_loader, val_split, anchors, post, mcfg.image_size,
+                                                 amp_dtype)
                 record.update(metrics)
                 if metrics["AP"] > best_ap:
                     best_ap = metrics["AP"]
@@ -299,6 +305,10 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             if main:
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
+                if board is not None:
+                    for key, value in record.items():
+                        if key not in ("epoch", "step"):
+                            board.add_scalar(key, value, epoch)
                 log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
                              if k in ("epoch", "loss", "images_per_s", "AP", "AP50")))
             checkpoint(epoch, 0)
@@ -306,7 +316,22 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
                 raise Interrupted(f"stopped by signal {signals.received} after epoch {epoch}; resume with --resume")
             if world > 1:
                 dist.barrier()
+    if main and history:
+        plot_curves(history, out / "curves.png")
+        if last_results is not None:
+            draw_predictions(val_split, last_results, out / "val_images")
+    if board is not None:
+        board.close()
     return {"out": str(out), "epochs": epoch, "step": step, "best_AP": best_ap, "history": history}
+
+
+def _tensorboard(out: Path):
+    """TensorBoard scalars when the ``tensorboard`` package is installed, else nothing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _progress(main: bool, total: int, desc: str):
