@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Each module defines ``add_parser(subparsers)`` that registers its subcommand and sets ``func``.
-SUBCOMMANDS = ("info", "convert", "train", "eval", "demo")
+SUBCOMMANDS = ("info", "convert", "train", "eval", "demo", "predict", "export", "benchmark")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ImportError) as e:  # user errors: one line, no traceback
         if args.debug:
             raise
-        print(f"efficientdet {args.command}: error: {e}", file=sys.stderr)
+        print(f"efficientdet {args.command}: error: {_message(e)}", file=sys.stderr)
         return 2
+
+
+def _message(error: Exception) -> str:
+    """The error's own message; for one re-raised from a DataLoader worker, whose message torch
+    prefixes with the worker's traceback, the last line without its ``module.Type: `` prefix."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
 
 
 if __name__ == "__main__":

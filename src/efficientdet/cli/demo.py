@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"dataset: {args.train_images} train / {args.val_images} val images at {data.parent}")
     cfg = TrainConfig(model="efficientdet-lite0", data=str(data), out=str(out), epochs=args.epochs,
                       batch_size=args.batch_size, image_size=args.image_size, workers=args.workers,
-                      eval_every=args.epochs, seed=args.seed)
+                      eval_every=max(1, args.epochs // 4), seed=args.seed, lr=args.lr)
     summary = train(cfg)
     metrics = summary["history"][-1]
     table = format_metrics(metrics)
@@ -40,4 +40,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.08, help="per 64 images (official 0.08)")
     p.set_defaults(func=run)

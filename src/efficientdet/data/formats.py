@@ -20,6 +20,9 @@ outside → dropped; crowd / difficult → kept and flagged in ``Sample.crowd``.
 boxes are kept (negatives). Malformed records (wrong types, NaN/inf, negative sizes, unknown or
 duplicate ids, paths that leave the image folder, missing files) raise :class:`DatasetError`
 naming the file and the record: a dataset is fixed once rather than trained on half-read.
+An image with more than ``max_boxes`` objects (default :data:`DEFAULT_MAX_BOXES`, counted before
+boxes are clipped or dropped) is a :class:`DatasetError` naming it and the count: the loss and the
+anchor assignment hold a boxes × anchors matrix per image, which such an image would blow up.
 
 Per format:
 
@@ -65,6 +68,7 @@ VOC_CLASSES = (
 )
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
+DEFAULT_MAX_BOXES = 10_000  # objects per image; COCO's most is 93, LVIS's under 1,000
 _MAX_ID = 2**63 - 1  # ids travel as int64 tensors
 _MAX_SIDE = 2**31 - 1
 _LISTED = 5  # missing files named in one error
@@ -111,6 +115,12 @@ def _sample(path: Path, image_id: int, width: int, height: int, objects: list[Ob
     report.empty_images += not boxes
     return Sample(path, np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64), image_id,
                   width, height, np.array(crowd, bool))
+
+
+def _check_box_count(count: int, max_boxes: int, where: str) -> None:
+    """Refuse an image with more than ``max_boxes`` objects (module docstring), naming the count."""
+    if count > max_boxes:
+        raise DatasetError(f"{where}: {count} boxes in one image, over the limit of {max_boxes} (max_boxes)")
 
 
 def _safe_join(root: Path, name: Any, where: str) -> Path:
@@ -168,7 +178,8 @@ def _names(value: Any, where: str) -> list[str]:
 # ---------------------------------------------------------------- COCO
 
 
-def load_coco(images: str | Path, annotations: str | Path, names: Sequence[str] | None = None) -> DatasetSplit:
+def load_coco(images: str | Path, annotations: str | Path, names: Sequence[str] | None = None,
+              max_boxes: int = DEFAULT_MAX_BOXES) -> DatasetSplit:
     """COCO ``instances_*.json`` with its image folder; ``names`` replaces the categories' names."""
     images, annotations = Path(images), Path(annotations)
     data = _read_json(annotations)
@@ -188,6 +199,8 @@ def load_coco(images: str | Path, annotations: str | Path, names: Sequence[str] 
     for i, ann in enumerate(data["annotations"]):
         image_id, obj = _coco_object(ann, f"{annotations}: {_record_name('annotation', ann, i)}", records, label_of)
         objects[image_id].append(obj)
+    for image_id, (path, _, _) in records.items():
+        _check_box_count(len(objects[image_id]), max_boxes, f"{annotations}: image id {image_id} ({path.name})")
     report = ParseReport()
     samples = [_sample(path, image_id, w, h, objects[image_id], report)
                for image_id, (path, w, h) in records.items()]
@@ -275,7 +288,8 @@ def _coco_object(ann: Any, where: str, images: dict, label_of: dict[int, int]) -
 # ---------------------------------------------------------------- Pascal VOC
 
 
-def load_voc(root: str | Path, split: str | None = None, names: Sequence[str] | None = None) -> DatasetSplit:
+def load_voc(root: str | Path, split: str | None = None, names: Sequence[str] | None = None,
+             max_boxes: int = DEFAULT_MAX_BOXES) -> DatasetSplit:
     """``root`` = ``VOCdevkit/VOC2012``; ``split`` names ``ImageSets/Main/<split>.txt``, or every
     ``Annotations/*.xml`` when None; ``names`` default to the 20 VOC classes."""
     root = Path(root)
@@ -289,7 +303,8 @@ def load_voc(root: str | Path, split: str | None = None, names: Sequence[str] | 
         xmls = [_safe_join(annotations, f"{i}.xml", f"{source}: id {i!r}") for i in _read_ids(source)]
     _require_files(xmls, "annotation files", source)
     report = ParseReport()
-    samples = [_voc_sample(xml, index, root / "JPEGImages", label_of, report) for index, xml in enumerate(xmls)]
+    samples = [_voc_sample(xml, index, root / "JPEGImages", label_of, report, max_boxes)
+               for index, xml in enumerate(xmls)]
     _require_files([s.image_path for s in samples], "images", source)
     return DatasetSplit(samples, names, list(range(len(names))), report)
 
@@ -305,7 +320,8 @@ def _read_ids(path: Path) -> list[str]:
     return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
-def _voc_sample(xml: Path, index: int, image_dir: Path, label_of: dict[str, int], report: ParseReport) -> Sample:
+def _voc_sample(xml: Path, index: int, image_dir: Path, label_of: dict[str, int], report: ParseReport,
+                max_boxes: int) -> Sample:
     try:
         root = ElementTree.parse(xml).getroot()
     except DefusedXmlException as e:
@@ -318,7 +334,9 @@ def _voc_sample(xml: Path, index: int, image_dir: Path, label_of: dict[str, int]
     filename = (root.findtext("filename") or "").strip()
     image = _safe_join(image_dir, filename, f"{xml}: <filename>") if filename else image_dir / f"{xml.stem}.jpg"
     width, height = _voc_size(root, xml, image)
-    objects = [_voc_object(obj, f"{xml}: object #{i}", label_of) for i, obj in enumerate(root.findall("object"))]
+    found = root.findall("object")
+    _check_box_count(len(found), max_boxes, str(xml))
+    objects = [_voc_object(obj, f"{xml}: object #{i}", label_of) for i, obj in enumerate(found)]
     return _sample(image, index, width, height, objects, report)
 
 
@@ -364,7 +382,7 @@ def _xml_number(node: Any, tag: str, where: str) -> float:
 
 
 def load_yolo(images: str | Path, labels: str | Path, names: Sequence[str],
-              max_pixels: int = DEFAULT_MAX_PIXELS) -> DatasetSplit:
+              max_pixels: int = DEFAULT_MAX_PIXELS, max_boxes: int = DEFAULT_MAX_BOXES) -> DatasetSplit:
     """Ultralytics layout: ``images/<split>/**/*.jpg`` and ``labels/<split>/**/*.txt`` of the same stem."""
     images, labels = Path(images), Path(labels)
     files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -375,26 +393,23 @@ def load_yolo(images: str | Path, labels: str | Path, names: Sequence[str],
         label_file = labels / image.relative_to(images).with_suffix(".txt")
         objects: list[Object] = []
         if label_file.is_file():
-            objects = _yolo_objects(label_file, width, height, len(names))
+            objects = _yolo_objects(label_file, width, height, len(names), max_boxes)
         else:
             report.missing_labels += 1
         samples.append(_sample(image, index, width, height, objects, report))
     return DatasetSplit(samples, list(names), list(range(len(names))), report)
 
 
-def _yolo_objects(path: Path, width: int, height: int, num_classes: int) -> list[Object]:
+def _yolo_objects(path: Path, width: int, height: int, num_classes: int, max_boxes: int) -> list[Object]:
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise DatasetError(f"{path}: cannot read ({e.strerror})") from None
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
-    objects = []
-    for number, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if fields:
-            objects.append(_yolo_object(fields, f"{path}:{number}", width, height, num_classes))
-    return objects
+    rows = [(number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    _check_box_count(len(rows), max_boxes, str(path))  # counted before any line is split or parsed
+    return [_yolo_object(line.split(), f"{path}:{number}", width, height, num_classes) for number, line in rows]
 
 
 def _yolo_object(fields: list[str], where: str, width: int, height: int, num_classes: int) -> Object:
@@ -441,7 +456,7 @@ def load_dataset_yaml(path: str | Path) -> DatasetSpec:
     except OSError as e:
         raise DatasetError(f"{path}: cannot read ({e.strerror})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid YAML ({e})") from None
+        raise DatasetError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a mapping with 'format' and splits, got {_show(data)}")
     unknown = [k for k in data if k not in ("format", "root", "names", *SPLITS)]
@@ -491,9 +506,14 @@ def _split(value: Any, split: str, fmt: str, root: Path, path: Path) -> dict[str
     return args
 
 
-def load_split(spec: DatasetSpec, split: str) -> DatasetSplit:
+def load_split(spec: DatasetSpec, split: str, max_boxes: int = DEFAULT_MAX_BOXES) -> DatasetSplit:
     """Parse one split of a :class:`DatasetSpec` with its format's parser."""
     if split not in spec.splits:
         raise DatasetError(f"{spec.source}: {split}: no such split (has {', '.join(spec.splits)})")
     parser = {"coco": load_coco, "voc": load_voc, "yolo": load_yolo}[spec.format]
-    return parser(**spec.splits[split], names=spec.names)
+    args = spec.splits[split]
+    parsed = parser(**args, names=spec.names, max_boxes=max_boxes)
+    if not parsed.samples:  # nothing to train on or to score: say where, not fail later
+        source = args.get("annotations") or args.get("labels") or args.get("root")
+        raise DatasetError(f"{source}: the {split} split has no images")
+    return parsed

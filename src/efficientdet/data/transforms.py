@@ -53,8 +53,8 @@ def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
     if orientation in _ROTATING_ORIENTATIONS:
         width, height = height, width
     if width * height > max_pixels:
-        raise ImageError(f"{path}: {width}x{height} is {width * height / 1e6:.1f} MP, over the limit of "
-                         f"{max_pixels / 1e6:.1f} MP (max_pixels)")
+        raise ImageError(f"{path}: {width}x{height} is {width * height} pixels, over the limit of "
+                         f"{max_pixels} (max_pixels, {max_pixels / 1e6:g} MP)")
     return width, height
 
 

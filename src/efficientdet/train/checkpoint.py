@@ -26,6 +26,8 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror or e}); the previous file is intact") from None
     finally:
         tmp.unlink(missing_ok=True)
 

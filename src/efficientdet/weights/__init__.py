@@ -45,6 +45,9 @@ class _LazyCheckpoint(Mapping):
     def __len__(self) -> int:
         return len(self._ckpt.keys())
 
+    def declared_shape(self, name: str) -> tuple[int, ...]:
+        return self._ckpt.info(name).shape
+
 
 def is_official_checkpoint(path: str | os.PathLike) -> bool:
     p = Path(path)
@@ -150,6 +153,8 @@ def save_safetensors(model: EfficientDet, path: str | os.PathLike, source: str =
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror or e}); the previous file is intact") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path

@@ -115,12 +115,30 @@ def official_names(model: EfficientDet) -> dict[str, tuple[str, str]]:
     return names
 
 
-def _read(tensors: Mapping[str, np.ndarray], name: str, use_ema: bool) -> np.ndarray:
+def _source(tensors: Mapping[str, np.ndarray], name: str, use_ema: bool) -> str:
+    """The name to read for ``name``: its EMA shadow copy when there is one."""
     if use_ema and name + EMA_SUFFIX in tensors:
-        return np.asarray(tensors[name + EMA_SUFFIX])
+        return name + EMA_SUFFIX
     if name not in tensors:
         raise WeightsError(f"checkpoint has no tensor {name!r}")
-    return np.asarray(tensors[name])
+    return name
+
+
+def _read(tensors: Mapping[str, np.ndarray], name: str, use_ema: bool) -> np.ndarray:
+    return np.asarray(tensors[_source(tensors, name, use_ema)])
+
+
+def _converted_shape(tensors: Mapping[str, np.ndarray], name: str, layout: str, use_ema: bool) -> tuple | None:
+    """The shape a tensor will have after conversion, from its declaration alone (no data read), for
+    mappings that can tell it (``declared_shape``): an absurd declared size is refused before reading."""
+    declared = getattr(tensors, "declared_shape", None)
+    if declared is None:
+        return None
+    shape = declared(_source(tensors, name, use_ema))
+    try:
+        return LAYOUTS[layout](np.broadcast_to(np.float32(0), shape)).shape  # a view: no memory
+    except ValueError:  # wrong rank for the layout's transpose
+        return shape
 
 
 def convert_official(
@@ -144,6 +162,10 @@ def convert_official(
             array = np.stack([_read(tensors, p, use_ema).reshape(()) for p in parts])
             used.update(parts)
         else:
+            shape = _converted_shape(tensors, tf_name, layout, use_ema)
+            if shape is not None and tuple(shape) != tuple(expected[key].shape):
+                raise WeightsError(f"tensor {tf_name!r} is declared with shape {list(shape)} after conversion, "
+                                   f"model's {key} needs {list(expected[key].shape)}")
             array = LAYOUTS[layout](_read(tensors, tf_name, use_ema))
             used.add(tf_name)
         if tuple(array.shape) != tuple(expected[key].shape):

@@ -1,0 +1,138 @@
+"""Our inference against effdet's, measured in one run on one machine, interleaved.
+
+For D0 and Lite0 at batch 1 and 8, with the same weights in both (our random init, the official
+initialisers, copied into effdet's model) and the same preprocessed input, this times one call
+of each contender in turn, A, B, C, A, B, C, … (the order rotating every round), so that a
+noisy neighbour slows every contender alike, and prints the medians as a markdown table with
+the ratios ours / effdet.
+
+* effdet: ``DetBenchPredict(tf_efficientdet_*)`` — its network plus its postprocessing (top-5000
+  candidates, hard batched NMS, 100 detections), in eager PyTorch.
+* ours: network + decoding + NMS through :class:`efficientdet.inference.Predictor`: ``eager``
+  (BN folded, channels-last), ``onnxruntime`` (exported, BN folded), ``compile`` with ``--compile``
+  (slow to build). Hard NMS like effdet's unless ``--nms soft``, exactly as ``postprocess``
+  computes it (all anchors, no top-k cut).
+
+    python benchmarks/bench_inference.py [--threads 2] [--rounds 30] [--compile] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from efficientdet import create_model
+from efficientdet.benchmark import build_predictor, cpu_name, synthetic_image
+from efficientdet.profile import count_flops
+
+PAIRS = {"efficientdet-d0": "tf_efficientdet_d0", "efficientdet-lite0": "tf_efficientdet_lite0"}
+
+
+def effdet_bench(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    """effdet's predict bench holding ``model``'s weights (our init, the official initialisers).
+
+    The same weights on both sides give the NMS the same work. They are ours rather than
+    effdet's own random init, whose activations shrink to denormal floats deep in the network,
+    which x86 computes many times slower: a timing of that artefact, not of either model.
+    """
+    import effdet
+
+    from efficientdet.weights.effdet import effdet_names
+
+    net = effdet.EfficientDet(effdet.get_efficientdet_config(name), pretrained_backbone=False).eval()
+    wanted = {k for k in net.state_dict() if not k.endswith("num_batches_tracked")}
+    ours = model.state_dict()
+    for level_first in (False, True):  # effdet's head BN layout, whichever this version has
+        names = effdet_names(model, level_first)
+        if set(names.values()) == wanted:
+            net.load_state_dict({theirs: ours[k] for k, theirs in names.items()}, strict=False)
+            return effdet.DetBenchPredict(net).eval()
+    raise RuntimeError(f"cannot map our {model.config.name} onto effdet's {name}")
+
+
+def interleave(contenders: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call of each contender, one call of each per round, the order rotating."""
+    names = list(contenders)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for name in names:
+                contenders[name]()
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                start = time.perf_counter()
+                contenders[name]()
+                times[name].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def contenders_for(ours_name: str, batch_size: int, backends: list[str], nms: str,
+                   workdir: Path) -> dict[str, Callable[[], object]]:
+    torch.manual_seed(0)
+    model = create_model(ours_name).eval()
+    bench = effdet_bench(model, PAIRS[ours_name])
+    post = dataclasses.replace(model.config.postprocess, method="gaussian" if nms == "soft" else "hard")
+    threads = torch.get_num_threads()
+    batch_images = [synthetic_image(480, 640, seed=i) for i in range(batch_size)]
+    out: dict[str, Callable[[], object]] = {}
+    predictors = {}
+    for backend in backends:
+        predictors[backend] = build_predictor(model, backend, torch.device("cpu"), "float32", post, threads,
+                                              workdir / ours_name / str(batch_size))
+    batch, scales = next(iter(predictors.values())).preprocess(batch_images)
+    out["effdet"] = lambda: bench(batch)
+    for backend, predictor in predictors.items():
+        out[backend] = (lambda p: lambda: p.detect(batch, scales))(predictor)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=30, help="timed calls per contender at batch 1 (a quarter at 8)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to build)")
+    parser.add_argument("--nms", choices=("hard", "soft"), default="hard", help="our NMS (effdet's is hard)")
+    parser.add_argument("--models", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--json", help="also write every timing to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    backends = ["eager", "onnxruntime"] + (["compile"] if args.compile else [])
+    rows, report = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            for batch_size in args.batch_sizes:
+                (Path(tmp) / name / str(batch_size)).mkdir(parents=True)
+                contenders = contenders_for(name, batch_size, backends, args.nms, Path(tmp))
+                rounds = args.rounds if batch_size == 1 else max(5, args.rounds // 4)
+                times = interleave(contenders, rounds, args.warmup)
+                medians = {k: statistics.median(v) for k, v in times.items()}
+                flops = 2 * count_flops(create_model(name).config) * batch_size
+                best = min((k for k in medians if k != "effdet"), key=medians.get)
+                cells = [f"{medians[k]:.1f} ({medians[k] / medians['effdet']:.2f}×)" for k in backends]
+                rows.append(f"| {name} | {batch_size} | {medians['effdet']:.1f} | " + " | ".join(cells)
+                            + f" | {flops / medians[best] / 1e6:.0f} ({best}) |")
+                report.append({"model": name, "batch_size": batch_size, "times_ms": times, "median_ms": medians})
+                print(f"measured {name} batch {batch_size}", file=sys.stderr)
+    print(f"\n{cpu_name()}, {args.threads} threads, torch {torch.__version__}; median ms per batch of "
+          f"network + decoding + NMS ({args.nms} for ours), ratio ours / effdet in brackets\n")
+    print("| model | batch | effdet predict | " + " | ".join(f"ours {b}" for b in backends) + " | best GFLOP/s |")
+    print("|---|---:|---:|" + "---:|" * len(backends) + "---:|")
+    print("\n".join(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""``efficientdet predict --model M --weights W INPUTS... --out DIR``: detect on images, folders, globs, videos.
+
+Writes annotated images / videos, ``detections.json`` (COCO results) and ``images.json`` to
+``--out``; unreadable files are named on stderr and skipped (exit 1 only with ``--strict``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from ..config import get_config
+from ..inference import BACKENDS
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """``512`` → (512, 512); ``640x384`` → (640, 384) as (height, width)."""
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--image-size must be N or HxW, got {text!r}") from None
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"--image-size must be N or HxW with positive sides, got {text!r}")
+    return size  # type: ignore[return-value]
+
+
+def postprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The NMS settings the user gave (``PostprocessConfig`` field → value); unset ones keep the model's."""
+    changes: dict[str, object] = {}
+    if args.nms is not None:
+        changes["method"] = "gaussian" if args.nms == "soft" else "hard"
+    for field in ("score_threshold", "iou_threshold", "max_detections"):
+        if getattr(args, field) is not None:
+            changes[field] = getattr(args, field)
+    return changes
+
+
+def precision(args: argparse.Namespace) -> str:
+    return "float16" if args.half else "bfloat16" if args.bf16 else "float32"
+
+
+def build_predictor(args: argparse.Namespace):
+    """A :class:`~efficientdet.inference.Predictor` for the chosen backend, weights and options."""
+    import torch
+
+    from .. import create_model
+    from ..inference import Predictor, default_device
+
+    device = torch.device(args.device) if args.device else default_device()
+    changes = postprocess_overrides(args)
+    if args.backend == "onnxruntime":
+        return _onnx_predictor(args, device, changes)
+    if args.model is None:
+        raise ValueError(f"--model is required with --backend {args.backend}")
+    overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size else {}
+    model = create_model(args.model, weights=args.weights, **overrides)
+    post = dataclasses.replace(model.config.postprocess, **changes)
+    return Predictor.from_model(model, args.backend, device, precision(args), post)
+
+
+def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object]):
+    from ..export import read_onnx_metadata
+    from ..inference import Predictor
+
+    if precision(args) != "float32":
+        raise ValueError("--half / --bf16 apply to the torch backends; the ONNX file fixes its own precision")
+    config, graph_post = read_onnx_metadata(args.weights)
+    if args.model is not None and args.model != config.name:
+        raise ValueError(f"{args.weights} holds {config.name}, not {args.model}")
+    if args.image_size and parse_image_size(args.image_size) != tuple(config.image_size):
+        raise ValueError(f"{args.weights} was exported at {config.image_size[0]}x{config.image_size[1]}; "
+                         f"re-export it for another --image-size")
+    post = None
+    if changes:
+        post = dataclasses.replace(graph_post or config.postprocess, **changes)
+        if graph_post is not None and post != graph_post:
+            raise ValueError(f"{args.weights} has hard NMS inside (IoU {graph_post.iou_threshold}, score threshold "
+                             f"{graph_post.score_threshold}, max {graph_post.max_detections}); for other NMS "
+                             f"settings export it without --nms")
+    return Predictor.from_onnx(args.weights, device, post)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..inference import Failure, OutputWriter, collect_sources, numeric_names, pixel_budget
+
+    if args.model is not None:
+        get_config(args.model)  # an unknown name fails before any file is read
+    if args.batch_size < 1 or args.workers < 0:
+        raise ValueError("--batch-size must be >= 1 and --workers >= 0")
+    max_pixels = pixel_budget(args.max_megapixels)
+    sources = collect_sources(args.inputs)
+    predictor = build_predictor(args)
+    failures, images, frames = [], 0, 0
+    writer = OutputWriter(args.out, draw=not args.no_draw, draw_threshold=args.draw_threshold,
+                          save_json=args.save_json, save_txt=args.save_txt, numeric_ids=numeric_names(sources))
+    with writer:
+        for item in predictor.predict_sources(sources, args.batch_size, args.workers, keep_images=not args.no_draw,
+                                              max_pixels=max_pixels, progress=not args.quiet):
+            if isinstance(item, Failure):
+                failures.append(item)
+                tqdm.write(f"efficientdet predict: skipped {item.error}", file=sys.stderr)
+                continue
+            writer.write(item)
+            frames += item.frame is not None
+            images += item.frame is None
+    print(f"{images} images and {frames} video frames → {args.out} "
+          f"({len(writer.results)} detections in detections.json); {len(failures)} files skipped")
+    return 1 if failures and args.strict else 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="detect objects in images, folders, globs and videos",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="image or video files, folders, or glob patterns (quoted)")
+    p.add_argument("--model", help="variant, e.g. efficientdet-d0 (read from the file for --backend onnxruntime)")
+    p.add_argument("--weights", required=True,
+                   help="official checkpoint dir, .safetensors or effdet .pth; the .onnx file for onnxruntime")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--backend", choices=BACKENDS, default="eager")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    dtype = p.add_mutually_exclusive_group()
+    dtype.add_argument("--half", action="store_true", help="float16 network (CUDA)")
+    dtype.add_argument("--bf16", action="store_true", help="bfloat16 network (CPU with AVX-512 BF16 / AMX, CUDA)")
+    p.add_argument("--image-size", help="network input N or HxW (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=1, help="DataLoader processes decoding images (0: in-process)")
+    p.add_argument("--nms", choices=("soft", "hard"), help="soft (official default, gaussian) or hard NMS")
+    p.add_argument("--score-threshold", type=float, help="minimum score kept by NMS and written (default 0.001)")
+    p.add_argument("--iou-threshold", type=float, help="hard-NMS IoU threshold (default 0.5)")
+    p.add_argument("--max-detections", type=int, help="detections per image (default 100)")
+    p.add_argument("--draw-threshold", type=float, default=0.4, help="minimum score drawn on the images")
+    p.add_argument("--no-draw", action="store_true", help="write no annotated images or videos")
+    p.add_argument("--save-json", action="store_true", help="also one JSON file per image / video in OUT/labels")
+    p.add_argument("--save-txt", action="store_true", help="also one text file per image / video in OUT/labels")
+    p.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger images (memory guard)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any input could not be read")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)

@@ -1,0 +1,258 @@
+"""Export to ONNX, TorchScript or ``torch.export``, BatchNorm folded, with a dynamic batch size.
+
+Every format carries the raw per-level outputs (``cls_p3 … cls_p7``, ``box_p3 … box_p7``, as
+:meth:`EfficientDet.forward` returns them) for preprocessed pixels at a fixed image size.
+
+ONNX can instead carry the whole detector after preprocessing (``nms=True``): box decoding,
+the per-anchor best class, ONNX ``NonMaxSuppression`` and clipping are in the graph, whose
+outputs are :class:`~efficientdet.postprocess.Detections` in network-input pixels (``boxes
+[B, K, 4]`` xyxy, ``scores [B, K]``, ``classes [B, K]``, -1 on padding rows, ``num_valid [B]``).
+That NMS is *hard* NMS: ONNX has no soft-NMS operator, so a file with NMS inside reproduces
+``postprocess`` with ``method="hard"`` (class-agnostic, as the official model), not the
+official soft-NMS default. ``NonMaxSuppression`` is appended to the exported network with
+``onnx.helper``, since ``torch.onnx`` has no ONNX NMS to trace into.
+
+The model's config travels in the ONNX metadata, so a file can be run without naming the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import box_coder
+from .anchors import generate_anchors
+from .config import ModelConfig, PostprocessConfig
+from .fuse import fuse_model
+from .model import EfficientDet
+from .postprocess import best_class_per_anchor, flatten_levels
+
+FORMATS = ("onnx", "torchscript", "torch-export")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch-export": ".pt2"}
+INPUT_NAME = "images"
+DETECTION_OUTPUTS = ("boxes", "scores", "classes", "num_valid")
+METADATA_KEY = "efficientdet.config"
+NMS_METADATA_KEY = "efficientdet.nms"
+
+
+def raw_output_names(config: ModelConfig) -> list[str]:
+    return [f"{kind}_p{level}" for kind in ("cls", "box") for level in config.levels]
+
+
+class RawOutputs(nn.Module):
+    """The network with its outputs as one flat tuple (class levels, then box levels): export
+    formats name outputs one tensor at a time."""
+
+    def __init__(self, model: EfficientDet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cls_out, box_out = self.model(images)
+        return (*cls_out, *box_out)
+
+
+class DecodedOutputs(nn.Module):
+    """Network → every anchor's decoded box (xyxy, network pixels, unclipped as NMS wants it),
+    best-class score and class: the part of ``postprocess`` before NMS, vectorised for export."""
+
+    def __init__(self, model: EfficientDet):
+        super().__init__()
+        self.model = model
+        cfg = model.config
+        self.register_buffer("anchors", generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cls_out, box_out = self.model(images)
+        best, classes = best_class_per_anchor(cls_out, self.model.config.num_classes)
+        return box_coder.decode(flatten_levels(box_out, 4), self.anchors), torch.sigmoid(best), classes
+
+
+def config_to_json(config: ModelConfig) -> str:
+    return json.dumps(dataclasses.asdict(config))
+
+
+def config_from_json(text: str) -> ModelConfig:
+    """Inverse of :func:`config_to_json`: JSON lists back to the tuples and sub-dataclasses."""
+    from .config import Stage
+
+    def build(cls: type, values: dict[str, Any]) -> Any:
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                continue
+            value = values[f.name]
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if dataclasses.is_dataclass(default):
+                value = build(type(default), value)
+            elif f.name == "stages":
+                value = tuple(Stage(**s) for s in value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+    return build(ModelConfig, json.loads(text))
+
+
+def _example_input(model: EfficientDet, batch_size: int) -> torch.Tensor:
+    param = next(model.parameters())
+    return torch.zeros(batch_size, 3, *model.config.image_size, dtype=param.dtype, device=param.device)
+
+
+def check_options(fmt: str, nms: bool) -> None:
+    """Refuse a format / option pair before any work is done."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if nms and fmt != "onnx":
+        raise ValueError(f"NMS inside the exported file is only supported for --format onnx, not {fmt!r} "
+                         f"(export raw outputs and run efficientdet.postprocess on them)")
+
+
+def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms: bool = False,
+                 postprocess_config: PostprocessConfig | None = None) -> Path:
+    """Write ``model`` (BN folded, eval mode) to ``path`` in format ``fmt`` with a dynamic batch size.
+
+    ``nms`` (ONNX only) puts decoding and hard NMS with ``postprocess_config``'s IoU threshold,
+    score threshold and ``max_detections`` into the graph; its ``method`` must be ``"hard"``.
+    """
+    check_options(fmt, nms)
+    path = Path(path)
+    fused = fuse_model(model).cpu().float()
+    if fmt == "onnx":
+        return export_onnx(fused, path, nms=nms, postprocess_config=postprocess_config)
+    example = _example_input(fused, 2)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(RawOutputs(fused), example, check_trace=False)
+        traced.save(str(path))
+        return path
+    program = torch.export.export(RawOutputs(fused), (example,),
+                                  dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=1024)}})
+    torch.export.save(program, str(path))
+    return path
+
+
+def export_onnx(model: EfficientDet, path: Path, *, nms: bool = False,
+                postprocess_config: PostprocessConfig | None = None) -> Path:
+    """ONNX through ``torch.onnx.export`` (dynamo), then optionally the NMS tail (module docstring)."""
+    import onnx
+
+    post = postprocess_config or model.config.postprocess
+    if nms and post.method != "hard":
+        raise ValueError("ONNX has no soft-NMS operator: NMS inside the graph must be hard NMS (method='hard')")
+    if nms and not post.class_agnostic:
+        raise ValueError("NMS in the ONNX graph is class-agnostic, as the official model's")
+    wrapper = DecodedOutputs(model) if nms else RawOutputs(model)
+    names = ["nms_boxes", "nms_scores", "nms_classes"] if nms else raw_output_names(model.config)
+    program = torch.onnx.export(
+        wrapper.eval(), (_example_input(model, 2),), input_names=[INPUT_NAME], output_names=names,
+        dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=1024)}}, dynamo=True,
+        verbose=False, optimize=True,
+    )
+    proto = program.model_proto
+    if nms:
+        _append_nms(proto, post, model.config.image_size)
+    meta = {METADATA_KEY: config_to_json(model.config)}
+    if nms:
+        meta[NMS_METADATA_KEY] = json.dumps(dataclasses.asdict(post))
+    onnx.helper.set_model_props(proto, meta)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def _append_nms(proto: Any, post: PostprocessConfig, image_size: tuple[int, int]) -> None:
+    """Append ONNX ``NonMaxSuppression`` and the padding to ``[B, K]`` rows to a decoded-outputs graph.
+
+    NMS returns ``(image, class, box)`` triples ``[M, 3]``, per image in descending score; a
+    one-hot cumulative sum over images gives each triple its row within its image, and
+    ``ScatterND`` writes the rows into zero-filled ``[B, K, …]`` outputs.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    k = post.max_detections
+    h, w = image_size
+    score_threshold = max(post.score_threshold, float(np.finfo(np.float32).min))
+    consts = {
+        "nms_max": np.array([k], np.int64), "nms_iou": np.array([post.iou_threshold], np.float32),
+        "nms_thr": np.array([score_threshold], np.float32), "c0": np.array([0], np.int64),
+        "c1": np.array([1], np.int64), "c2": np.array([2], np.int64), "c1s": np.array(1, np.int64),
+        "c0s": np.array(0, np.int64), "k_shape": np.array([k], np.int64), "four": np.array([4], np.int64),
+        "zero_f": np.array([0.0], np.float32), "limit": np.array([w, h, w, h], np.float32),
+    }
+    graph = proto.graph
+    graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in consts.items())
+    n = helper.make_node
+    nodes = [
+        n("Unsqueeze", ["nms_scores", "c1"], ["scores_b1n"]),
+        n("NonMaxSuppression", ["nms_boxes", "scores_b1n", "nms_max", "nms_iou", "nms_thr"], ["selected"],
+          center_point_box=0),
+        n("Gather", ["selected", "c0s"], ["sel_image"], axis=1),  # [M]
+        n("Gather", ["selected", "c2"], ["sel_box"], axis=1),  # [M, 1]
+        n("Unsqueeze", ["sel_image", "c1"], ["sel_image_col"]),  # [M, 1]
+        n("Concat", ["sel_image_col", "sel_box"], ["sel_at"], axis=1),  # [M, 2]
+        n("GatherND", ["nms_boxes", "sel_at"], ["sel_boxes_raw"]),
+        n("Max", ["sel_boxes_raw", "zero_f"], ["sel_boxes_pos"]),
+        n("Min", ["sel_boxes_pos", "limit"], ["sel_boxes"]),  # clip after NMS, as postprocess does
+        n("GatherND", ["nms_scores", "sel_at"], ["sel_scores"]),
+        n("GatherND", ["nms_classes", "sel_at"], ["sel_classes"]),
+        # Row of each selection within its image: cumulative count of that image's selections.
+        n("Shape", ["nms_scores"], ["scores_shape"]),
+        n("Gather", ["scores_shape", "c0"], ["batch"]),  # [1]
+        n("Squeeze", ["batch", "c0"], ["batch_s"]),
+        n("Range", ["c0s", "batch_s", "c1s"], ["image_ids"]),  # [B]
+        n("Equal", ["sel_image_col", "image_ids"], ["onehot_b"]),  # [M, B]
+        n("Cast", ["onehot_b"], ["onehot"], to=TensorProto.INT64),
+        n("CumSum", ["onehot", "c0s"], ["running"]),
+        n("GatherElements", ["running", "sel_image_col"], ["count"], axis=1),  # [M, 1]
+        n("Sub", ["count", "c1"], ["row"]),
+        n("Concat", ["sel_image_col", "row"], ["out_at"], axis=1),  # [M, 2]
+        n("ReduceSum", ["onehot", "c0"], ["num_valid"], keepdims=0),
+        n("Concat", ["batch", "k_shape"], ["bk"], axis=0),
+        n("Concat", ["batch", "k_shape", "four"], ["bk4"], axis=0),
+        n("ConstantOfShape", ["bk4"], ["zeros_bk4"], value=helper.make_tensor("", TensorProto.FLOAT, [1], [0.0])),
+        n("ConstantOfShape", ["bk"], ["zeros_bk"], value=helper.make_tensor("", TensorProto.FLOAT, [1], [0.0])),
+        n("ConstantOfShape", ["bk"], ["minus_bk"], value=helper.make_tensor("", TensorProto.INT64, [1], [-1])),
+        n("ScatterND", ["zeros_bk4", "out_at", "sel_boxes"], ["boxes"]),
+        n("ScatterND", ["zeros_bk", "out_at", "sel_scores"], ["scores"]),
+        n("ScatterND", ["minus_bk", "out_at", "sel_classes"], ["classes"]),
+    ]
+    graph.node.extend(nodes)
+    del graph.output[:]
+    graph.output.extend([
+        helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", k, 4]),
+        helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", k]),
+        helper.make_tensor_value_info("classes", TensorProto.INT64, ["batch", k]),
+        helper.make_tensor_value_info("num_valid", TensorProto.INT64, ["batch"]),
+    ])
+    _ensure_opset(proto, 13)
+
+
+def _ensure_opset(proto: Any, minimum: int) -> None:
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version < minimum:
+            raise ValueError(f"the exported graph has opset {opset.version}; NMS needs at least {minimum}")
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> tuple[ModelConfig, PostprocessConfig | None]:
+    """(model config, in-graph NMS config or None) of a file written by :func:`export_onnx`."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError, OSError, ... for what is not an ONNX file
+        raise ValueError(f"{path}: not a readable ONNX file ({e})") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    if METADATA_KEY not in props:
+        raise ValueError(f"{path}: no {METADATA_KEY} metadata; export it with 'efficientdet export'")
+    config = config_from_json(props[METADATA_KEY])
+    nms = props.get(NMS_METADATA_KEY)
+    return config, (PostprocessConfig(**json.loads(nms)) if nms else None)

@@ -1,0 +1,44 @@
+import json
+
+import pytest
+
+from efficientdet.cli import main
+
+FIELDS = {
+    "model": str, "backend": str, "device": str, "precision": str, "nms": str, "batch_size": int, "image_size": list,
+    "threads": int, "end_to_end": bool, "warmup": int, "iterations": int, "median_ms": float, "p90_ms": float,
+    "mean_ms": float, "min_ms": float, "images_per_s": float, "peak_memory_mb": float, "parameters": int,
+    "flops": int, "gflops_per_s": float, "cpu": str, "torch": str,
+}
+FAST = ["--model", "efficientdet-lite0", "--image-size", "128", "--warmup", "1", "--iterations", "2",
+        "--device", "cpu", "--nms", "hard"]
+
+
+def test_json_schema_and_consistency(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["benchmark", *FAST, "--batch-size", "2", "--threads", "1", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    for label in ("median", "p90", "throughput", "peak memory", "parameters", "FLOPs", "achieved"):
+        assert label in table
+    report = json.loads(out.read_text())
+    assert set(report) == set(FIELDS)
+    for key, kind in FIELDS.items():
+        assert isinstance(report[key], kind), key
+    assert report["parameters"] == 3_243_470 and report["image_size"] == [128, 128] and report["threads"] == 1
+    assert report["min_ms"] <= report["median_ms"] <= report["p90_ms"]
+    assert report["images_per_s"] == pytest.approx(2 / report["median_ms"] * 1e3)
+    assert report["gflops_per_s"] == pytest.approx(2 * report["flops"] * report["images_per_s"] / 1e9)
+    assert report["flops"] < 0.97e9  # Lite0's 0.97B multiply-adds are at 320 px; this is 128 px
+
+
+def test_end_to_end_json_to_stdout(capsys):
+    assert main(["benchmark", *FAST, "--end-to-end", "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["end_to_end"] is True and report["nms"] == "hard" and report["backend"] == "eager"
+
+
+def test_bad_options_are_one_line_errors(capsys):
+    assert main(["benchmark", *FAST, "--batch-size", "0"]) == 2
+    assert main(["benchmark", *FAST, "--backend", "onnxruntime", "--bf16"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "batch_size" in err[0] and "float32" in err[1]

@@ -1,0 +1,79 @@
+"""The speed-ups inside ``postprocess`` change no result: NMS on the top candidates, the per-level
+best logit and the late class look-up against the plain computations."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from efficientdet import postprocess as pp
+from efficientdet.config import PostprocessConfig
+
+
+def _candidates(batch: int, n: int, peaked: bool, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(batch, n, 2, generator=g) * 400
+    boxes = torch.cat([xy, xy + torch.rand(batch, n, 2, generator=g) * 80 + 4], -1)
+    # Distinct scores: hard NMS breaks exact ties by the order of an unstable sort.
+    rank = torch.stack([torch.randperm(n, generator=g) for _ in range(batch)]) + 1.0
+    if peaked:  # a trained detector: a few confident anchors, a long tail of tiny scores
+        scores = (rank / n) ** 12
+    else:  # random weights: every score almost the same
+        scores = 0.01 + rank * 1e-7
+    classes = torch.randint(0, 5, (batch, n), generator=g)
+    return boxes, scores, classes
+
+
+@pytest.mark.parametrize("peaked", [True, False])
+@pytest.mark.parametrize("method, agnostic", [("gaussian", True), ("gaussian", False), ("hard", True),
+                                              ("hard", False)])
+def test_top_candidates_give_the_full_nms(peaked, method, agnostic):
+    boxes, scores, classes = _candidates(3, 6000, peaked, seed=1)
+    config = PostprocessConfig(method=method, class_agnostic=agnostic)
+    groups = None if agnostic else classes
+    idx, out = pp.exact_top_nms(boxes, scores, groups, config, candidates=256)
+    if method == "gaussian" and not agnostic:
+        boxes = boxes + (classes * (boxes.abs().max() * 2 + 1))[..., None]
+    ref_idx, ref_out = pp._nms(boxes, scores, groups, config)
+    assert torch.equal(out, ref_out)
+    assert torch.equal(idx, ref_idx)
+
+
+def test_a_too_small_first_window_is_detected_and_grown(monkeypatch):
+    boxes, scores, _ = _candidates(2, 6000, peaked=False, seed=2)
+    sizes = []
+    real = pp._nms
+    monkeypatch.setattr(pp, "_nms", lambda b, s, c, cfg: (sizes.append(s.shape[1]), real(b, s, c, cfg))[1])
+    pp.exact_top_nms(boxes, scores, None, PostprocessConfig(), candidates=256)
+    assert sizes[0] == 256 and len(sizes) >= 2  # flat scores: 256 candidates cannot be enough
+
+
+def test_per_level_best_logit_and_late_class_lookup_equal_the_flattened_ones():
+    g = torch.Generator().manual_seed(0)
+    cls = [torch.randn(2, 9 * 7, s, s + 1, generator=g) for s in (16, 8, 4, 2, 1)]
+    cls = [cls[0].contiguous(memory_format=torch.channels_last)] + cls[1:]  # either layout
+    logits = pp.flatten_levels(cls, 7)
+    assert torch.equal(pp.best_logit_per_anchor(cls, 7), logits.max(-1).values)
+    best, classes = pp.best_class_per_anchor(cls, 7)
+    assert torch.equal(best, logits.max(-1).values) and torch.equal(classes, logits.max(-1).indices)
+    index = torch.randint(0, logits.shape[1], (2, 50), generator=g)
+    assert torch.equal(pp.class_logits_at(cls, index, 7), logits.gather(1, index[..., None].expand(-1, -1, 7)))
+
+
+def test_postprocess_with_a_pre_nms_top_k_names_the_right_classes():
+    g = torch.Generator().manual_seed(3)
+    sizes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    cls = [torch.randn(1, 9 * 4, h, w, generator=g) for h, w in sizes]
+    box = [torch.randn(1, 36, h, w, generator=g) * 0.1 for h, w in sizes]
+    from efficientdet.anchors import generate_anchors
+    from efficientdet.config import AnchorConfig
+
+    anchors = generate_anchors((128, 128), 3, 7, AnchorConfig())
+    config = dataclasses.replace(PostprocessConfig(method="hard"), pre_nms_top_k=50)
+    det = pp.postprocess(cls, box, anchors, config, (128, 128))
+    logits = pp.flatten_levels(cls, 4)
+    n = int(det.num_valid[0])
+    top_scores = torch.sigmoid(logits[0].max(-1).values)
+    for score, label in zip(det.scores[0, :n].tolist(), det.classes[0, :n].tolist()):
+        anchor = int((top_scores - score).abs().argmin())
+        assert logits[0, anchor].argmax().item() == label
