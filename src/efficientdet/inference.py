@@ -40,7 +40,6 @@ from .postprocess import Detections, postprocess
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-BACKENDS = ("eager", "compile", "onnxruntime")
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 Network = Callable[[torch.Tensor], Any]
@@ -249,8 +248,10 @@ class Predictor:
         if graph_post is not None and postprocess_config is not None and postprocess_config != graph_post:
             raise ValueError(f"{path} has hard NMS inside (IoU {graph_post.iou_threshold}, score "
                              f"{graph_post.score_threshold}); other NMS settings need a file exported without --nms")
-        network = onnx_network(onnx_session(path, device, threads), config, graph_post is not None)
-        return cls(config, network, graph_post or postprocess_config, torch.device("cpu"), graph_nms=graph_post is not None,
+        graph_nms = graph_post is not None
+        network = onnx_network(onnx_session(path, device, threads), config, graph_nms)
+        # Outputs come back as numpy on the host: postprocessing runs there.
+        return cls(config, network, graph_post or postprocess_config, torch.device("cpu"), graph_nms=graph_nms,
                    **labels)
 
     def preprocess(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,13 +332,14 @@ class Predictor:
             good = [item for item in batch if not isinstance(item, Failure)]
             if good:
                 dets = self.detect(torch.stack([g.pixels for g in good]), torch.tensor([g.scale for g in good]))
-            by_index = {id(g): i for i, g in enumerate(good)}
+            row = 0  # of the item in ``dets``: failures have none
             for item in batch:
                 bar.update(1)
                 if isinstance(item, Failure):
                     yield item
                     continue
-                boxes, scores, labels, names = self._unpad(dets, by_index[id(item)])
+                boxes, scores, labels, names = self._unpad(dets, row)
+                row += 1
                 yield Prediction(item.source, item.frame, item.height, item.width, boxes, scores, labels, names,
                                  item.image, item.fps)
 

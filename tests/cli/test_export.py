@@ -91,7 +91,8 @@ def test_onnx_with_nms_gives_the_detections_of_predict_hard(official_d0, photos,
     assert main(["export", "--model", "efficientdet-d0", "--weights", str(official_d0), "--format", "onnx",
                  "--nms", "--out", str(onnx_file)]) == 0
     assert "hard NMS inside" in capsys.readouterr().out
-    outputs = ort_run(onnx_file, preprocess(photo_tensors(), (512, 512), create_model("efficientdet-d0").config.preprocess)[0])
+    d0_preprocess = create_model("efficientdet-d0").config.preprocess
+    outputs = ort_run(onnx_file, preprocess(photo_tensors(), (512, 512), d0_preprocess)[0])
     assert [o.shape for o in outputs] == [(3, 100, 4), (3, 100), (3, 100), (3,)]
     common = [str(photos), "--workers", "0", "--quiet", "--no-draw", "--batch-size", "2"]
     assert main(["predict", "--model", "efficientdet-d0", "--weights", str(official_d0), "--nms", "hard",
@@ -122,7 +123,8 @@ def test_torch_formats_match_with_a_dynamic_batch(lite0, tmp_path, fmt, suffix):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "tflite", "--out", "m.tflite"], "unknown export format 'tflite'; valid: onnx, torchscript, torch-export"),
+    (["--format", "tflite", "--out", "m.tflite"],
+     "unknown export format 'tflite'; valid: onnx, torchscript, torch-export"),
     (["--format", "torchscript", "--nms", "--out", "m.pt"], "only supported for --format onnx"),
     (["--format", "onnx", "--out", "m.pt"], "must end in .onnx"),
     (["--format", "onnx", "--score-threshold", "0.3", "--out", "m.onnx"], "--score-threshold only apply with --nms"),

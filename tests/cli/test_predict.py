@@ -82,7 +82,8 @@ def assert_same_detections(got: dict, ref: dict, top: int, score_tol: float = 1e
     scores may order them differently once the arithmetic changes (BN folded, batch size)."""
     pool = list(zip(got["labels"][:top + 10].tolist(), got["scores"][:top + 10].tolist(),
                     got["boxes"][:top + 10].tolist()))
-    for label, score, box in zip(ref["labels"][:top].tolist(), ref["scores"][:top].tolist(), ref["boxes"][:top].tolist()):
+    best = zip(ref["labels"][:top].tolist(), ref["scores"][:top].tolist(), ref["boxes"][:top].tolist())
+    for label, score, box in best:
         match = [p for p in pool if p[0] == label and abs(p[1] - score) <= score_tol
                  and np.allclose(p[2], box, atol=box_tol)]
         assert match, (label, score, box)
