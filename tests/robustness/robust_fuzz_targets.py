@@ -396,7 +396,7 @@ def nms_cases(draw):
     box = proper_boxes(SHIFTED_MIN_SIDE, NON_NEGATIVE) if shifted else proper_boxes(0.0)
     per_image = lambda strategy: [draw(st.lists(strategy, min_size=k, max_size=k)) for _ in range(images)]  # noqa: E731
     # Scores are sigmoid outputs, never exactly 0: 0 is the padding marker of Detections.
-    return (per_image(box), per_image(st.floats(1e-6, 1, width=32)), per_image(st.integers(0, 2)), config,
+    return (per_image(box), per_image(st.floats(2.0 ** -20, 1, width=32)), per_image(st.integers(0, 2)), config,
             draw(st.integers(1, 8)))
 
 
