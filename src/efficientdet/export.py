@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,10 @@ def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms:
         return export_onnx(fused, path, nms=nms, postprocess_config=postprocess_config)
     example = _example_input(fused, 2)
     if fmt == "torchscript":
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The branches it warns of (SAME padding, resampling) depend on the image size only,
+            # which the export fixes: recording them as constants is right.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             traced = torch.jit.trace(RawOutputs(fused), example, check_trace=False)
         traced.save(str(path))
         return path

@@ -226,8 +226,10 @@ def exact_top_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tens
     ``max_detections`` were selected or nothing left out passes the score threshold. Otherwise
     ``k`` grows (8×, or to every box above the lowest score selected) and NMS is redone, at
     worst on every box. Candidates keep their anchor order, so ties between equal scores break
-    as on the full set. ``classes`` is None for class-agnostic NMS.
+    as on the full set. ``classes`` is only used when the config is not class-agnostic.
     """
+    if config.class_agnostic:
+        classes = None  # the config decides; classes given for a class-agnostic config are ignored
     if config.method == "gaussian" and classes is not None:
         # Keep classes apart by shifting each to its own region; the shift is fixed here, on every
         # box, because its size changes how the IoUs round.
