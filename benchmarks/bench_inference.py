@@ -123,7 +123,7 @@ def main() -> int:
                 rows.append(f"| {name} | {batch_size} | {medians['effdet']:.1f} | " + " | ".join(cells)
                             + f" | {flops / medians[best] / 1e6:.0f} ({best}) |")
                 report.append({"model": name, "batch_size": batch_size, "times_ms": times, "median_ms": medians})
-                print(f"measured {name} batch {batch_size}", file=sys.stderr)
+                print(f"measured {name} batch {batch_size}: {rows[-1]}", file=sys.stderr, flush=True)
     print(f"\n{cpu_name()}, {args.threads} threads, torch {torch.__version__}; median ms per batch of "
           f"network + decoding + NMS ({args.nms} for ours), ratio ours / effdet in brackets\n")
     print("| model | batch | effdet predict | " + " | ".join(f"ours {b}" for b in backends) + " | best GFLOP/s |")
