@@ -13,9 +13,9 @@ the validation split.
   loop written here, fed the *same batches* (our dataset, augmentation, seeded sampler and
   loader, built as the trainer builds them), stepped by our optimiser, schedule and EMA
   functions; evaluated with ``DetBenchPredict`` (its decoding and NMS: with ``--effdet-nms soft``,
-  gaussian soft-NMS per class over its top 5000 anchor-class pairs; ours is the official
-  class-agnostic one over every anchor) on our ``EvalTransform`` batches, and, to tell training
-  from post-processing, also converted to our model and scored with our post-processing.
+  gaussian soft-NMS per class over its top 5000 anchor-class pairs, as ours evaluates, following
+  the official COCO evaluation) on our ``EvalTransform`` batches, and, to tell training from
+  post-processing, also converted to our model and scored with our post-processing.
   So the two differ only in model code, initialisation of the BiFPN and heads, target
   assignment, loss and post-processing.
 
@@ -54,7 +54,7 @@ import torch
 
 from efficientdet import create_model
 from efficientdet.anchors import generate_anchors
-from efficientdet.config import PostprocessConfig
+from efficientdet.config import PostprocessConfig, evaluation_postprocess
 from efficientdet.data import (DetectionDataset, EvalTransform, TrainTransform, build_loader, load_dataset_yaml,
                                load_split)
 from efficientdet.data.loader import Batch, collate
@@ -87,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", choices=("ours", "effdet"), help="train one of the two")
     p.add_argument("--effdet-nms", choices=("soft", "hard"), default="soft",
                    help="effdet's NMS at evaluation: soft = its gaussian soft-NMS (closest to the official default)")
+    p.add_argument("--effdet-channels-last", action="store_true",
+                   help="effdet's model in channels_last, as its train.py --channels-last (off by default there)")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
 
@@ -183,7 +185,7 @@ class EffdetTraining:
     changes neither's random stream.
     """
 
-    def __init__(self, cfg: TrainConfig, ours: EfficientDet, nms: str):
+    def __init__(self, cfg: TrainConfig, ours: EfficientDet, nms: str, channels_last: bool = False):
         import effdet
 
         spec = load_dataset_yaml(cfg.data)
@@ -192,6 +194,8 @@ class EffdetTraining:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.net = effdet_model(ours, nms)
+            if channels_last:
+                self.net.to(memory_format=torch.channels_last)
             self.rng = torch.get_rng_state()
         self.bench = effdet.DetBenchTrain(self.net, create_labeler=True)
         self.label_seconds = 0.0
@@ -272,7 +276,8 @@ class EffdetTraining:
         converted = EfficientDet(mcfg)
         converted.load_state_dict(convert_effdet(converted, self.ema.module.state_dict()))
         anchors = generate_anchors(mcfg.image_size, mcfg.min_level, mcfg.max_level, mcfg.anchors)
-        ours_post, _ = evaluate(converted, loader, split, anchors, PostprocessConfig(), mcfg.image_size)
+        ours_post, _ = evaluate(converted, loader, split, anchors, evaluation_postprocess(PostprocessConfig()),
+                                mcfg.image_size)
         return metrics | {"AP_our_post": ours_post["AP"], "AP50_our_post": ours_post["AP50"]}
 
     @torch.inference_mode()
@@ -327,8 +332,8 @@ def effdet_notes(history: list[dict]) -> str:
     """effdet's AP with our post-processing, and the share of its step time spent labelling anchors."""
     share = statistics.mean(r["labelling_share"] for r in measured(history))
     last = history[-1]
-    return (f"effdet's EMA weights with our post-processing (official: class-agnostic soft-NMS over every "
-            f"anchor): AP {last['AP_our_post']:.3f}, AP50 {last['AP50_our_post']:.3f}. "
+    return (f"effdet's EMA weights with our post-processing (official COCO evaluation: soft-NMS per class over "
+            f"the top 5000 anchor-class pairs): AP {last['AP_our_post']:.3f}, AP50 {last['AP50_our_post']:.3f}. "
             f"Its anchor labelling (DetBenchTrain's, in the main process; effdet's train.py runs it in the "
             f"loader workers by default) took {share:.0%} of its measured step time.\n\n")
 
@@ -387,7 +392,8 @@ def main(argv: list[str] | None = None) -> None:
         theirs = None
         if args.only in (None, "effdet"):
             num_classes = load_split(load_dataset_yaml(data), "train").num_classes
-            theirs = EffdetTraining(cfg, our_model(num_classes, args.image_size), args.effdet_nms)
+            theirs = EffdetTraining(cfg, our_model(num_classes, args.image_size), args.effdet_nms,
+                                    args.effdet_channels_last)
         if args.only in (None, "ours"):
             runs["ours"] = run_ours(cfg, theirs.epoch if theirs is not None else None)
         if theirs is not None:
@@ -402,7 +408,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n`{command}`\n\n{versions()}; {load}\n\n"
           f"Lite0 @ {args.image_size}, batch {args.batch_size}, {args.epochs} epochs × {batches} steps, "
           f"{args.train_images} train / {args.val_images} val images, {args.workers} workers each; "
-          f"effdet NMS: {args.effdet_nms}; COCO metrics of the final EMA weights\n\n"
+          f"effdet NMS: {args.effdet_nms}, layout: {'channels_last' if args.effdet_channels_last else 'NCHW'} "
+          f"(ours: {'channels_last' if cfg.channels_last else 'NCHW'}); COCO metrics of the final EMA weights\n\n"
           f"{summary_table(runs, args.epochs)}\n\n"
           f"{effdet_notes(runs['effdet']['history']) if 'effdet' in runs else ''}{epoch_table(runs)}")
     if args.json:

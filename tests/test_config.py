@@ -90,3 +90,12 @@ def test_round_filters_matches_official_examples():
 
 def test_feature_sizes_follow_tf_same_rule():
     assert C.feature_sizes((500, 300), 7)[3:] == [(63, 38), (32, 19), (16, 10), (8, 5), (4, 3)]
+
+
+def test_evaluation_postprocess_is_the_official_coco_evaluation():
+    """Per-class NMS over the top 5000 (anchor, class) pairs; the NMS kind and thresholds are kept."""
+    from efficientdet.config import PostprocessConfig, evaluation_postprocess
+
+    post = evaluation_postprocess(PostprocessConfig(method="hard", iou_threshold=0.6))
+    assert (post.class_agnostic, post.pre_nms_top_k) == (False, 5000)
+    assert (post.method, post.iou_threshold, post.max_detections) == ("hard", 0.6, 100)

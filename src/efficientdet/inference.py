@@ -32,6 +32,10 @@ from .anchors import generate_anchors
 from .coco import COCO_NUM_CLASSES, coco_label_space
 from .config import ModelConfig, PostprocessConfig
 from .data.transforms import DEFAULT_MAX_PIXELS, read_image
+
+# Refuse longer videos: detections.json holds up to max_detections (100) results per frame in
+# memory until the run ends, ~40 MB per 1,000 frames; 18,000 frames is 10 minutes at 30 fps.
+DEFAULT_MAX_VIDEO_FRAMES = 18_000
 from .detector import preprocess, to_chw_tensor
 from .fuse import fuse_model
 from .model import EfficientDet
@@ -288,7 +292,8 @@ class Predictor:
 
     def predict_sources(self, sources: Sequence[Source], batch_size: int = 8, workers: int = 1,
                         keep_images: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
-                        progress: bool = False) -> Iterator[Prediction | Failure]:
+                        progress: bool = False,
+                        max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES) -> Iterator[Prediction | Failure]:
         """Predictions (and failures) for every image, then every frame of every video, in order."""
         from tqdm import tqdm
 
@@ -300,7 +305,7 @@ class Predictor:
                 yield from self._run(self._loader(dataset, batch_size, workers), bar)
             for source in videos:
                 try:
-                    info = probe_video(source.path, max_pixels)
+                    info = probe_video(source.path, max_pixels, max_video_frames)
                 except ValueError as e:
                     bar.total += 1
                     bar.update(1)
@@ -308,7 +313,7 @@ class Predictor:
                     continue
                 bar.total += info.frames
                 bar.refresh()
-                frames = VideoFrames(source, self.config, keep_images, info.fps)
+                frames = VideoFrames(source, self.config, keep_images, info.fps, max_video_frames)
                 yield from self._run(self._loader(frames, batch_size, min(workers, 1)), bar)
 
     def _loader(self, dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
@@ -410,9 +415,12 @@ def _import_av() -> Any:
     return av
 
 
-def probe_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoInfo:
+def probe_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+                max_frames: int = DEFAULT_MAX_VIDEO_FRAMES) -> VideoInfo:
     """Frame rate, frame count and size from the container, without decoding; ``ValueError`` naming
-    ``path`` when it has no readable video stream or its frames are over ``max_pixels``."""
+    ``path`` when it has no readable video stream, its frames are over ``max_pixels`` or it has
+    more than ``max_frames`` (counted, or estimated from its duration where the container does not
+    count them; :class:`VideoFrames` stops any video that runs on past the limit all the same)."""
     av = _import_av()
     try:
         with av.open(str(path)) as container:
@@ -420,24 +428,30 @@ def probe_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoInfo:
                 raise ValueError(f"{path}: no video stream")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.base_rate or 25
-            info = VideoInfo(float(rate), int(stream.frames or 0), stream.codec_context.width,
-                             stream.codec_context.height)
+            frames = int(stream.frames or 0)
+            if not frames and container.duration:  # microseconds (av.time_base)
+                frames = math.ceil(container.duration / 1e6 * float(rate))
+            info = VideoInfo(float(rate), frames, stream.codec_context.width, stream.codec_context.height)
     except (av.FFmpegError, OSError) as e:
         raise ValueError(f"{path}: cannot read the video ({e})") from None
     if info.width * info.height > max_pixels:
         raise ValueError(f"{path}: frames of {info.width}x{info.height} are over the limit of "
                          f"{max_pixels / 1e6:.1f} MP (max_pixels)")
+    if info.frames > max_frames:
+        raise ValueError(f"{path}: {info.frames} frames, over the limit of {max_frames} (max_video_frames)")
     return info
 
 
 class VideoFrames(IterableDataset):
     """The frames of one video, decoded (PyAV, in a worker) and preprocessed, in order."""
 
-    def __init__(self, source: Source, config: ModelConfig, keep_images: bool, fps: float):
+    def __init__(self, source: Source, config: ModelConfig, keep_images: bool, fps: float,
+                 max_frames: int = DEFAULT_MAX_VIDEO_FRAMES):
         self.source = source
         self.config = config
         self.keep_images = keep_images
         self.fps = fps
+        self.max_frames = max_frames
 
     def __iter__(self) -> Iterator[_Loaded]:
         av = _import_av()
@@ -445,6 +459,9 @@ class VideoFrames(IterableDataset):
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for index, frame in enumerate(container.decode(stream)):
+                if index == self.max_frames:
+                    raise ValueError(f"more than {self.max_frames} frames, over the limit (max_video_frames); "
+                                     f"the first {self.max_frames} were processed")
                 image = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
                 yield _load(self.source, index, image, self.config, self.keep_images, self.fps)
 
@@ -632,3 +649,10 @@ def pixel_budget(max_megapixels: float) -> int:
     if not math.isfinite(max_megapixels) or max_megapixels <= 0:
         raise ValueError(f"max megapixels must be a positive number, got {max_megapixels}")
     return int(max_megapixels * 1e6)
+
+
+def frame_budget(max_video_frames: int) -> int:
+    """``--max-video-frames``, refusing values that would disable the memory guard."""
+    if max_video_frames < 1:
+        raise ValueError(f"max video frames must be a positive number, got {max_video_frames}")
+    return max_video_frames

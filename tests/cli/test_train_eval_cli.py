@@ -39,6 +39,41 @@ def test_official_coco_label_space_is_mapped(data, tmp_path, capsys):
                  "--image-size", "128", "--workers", "0"]) == 0
 
 
+def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(data, tmp_path, capsys):
+    """Default per-class (official COCO evaluation) and --nms-scope global (inference default) give
+    the results that evaluate() gives with those two postprocess configs."""
+    import torch
+
+    from efficientdet import create_model
+    from efficientdet.anchors import generate_anchors
+    from efficientdet.config import evaluation_postprocess
+    from efficientdet.data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
+    from efficientdet.train.engine import evaluate
+    from efficientdet.weights import save_safetensors
+
+    torch.manual_seed(0)
+    model = create_model("efficientdet-lite0", num_classes=4, image_size=128).eval()
+    with torch.no_grad():  # spread the scores: at init every class sits at the prior, all near-ties
+        for p in model.class_net.parameters():
+            p.add_(torch.randn_like(p), alpha=0.5)
+    weights = save_safetensors(model, tmp_path / "w.safetensors")
+    split = load_split(load_dataset_yaml(data), "val")
+    cfg = model.config
+    anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors)
+    loader = build_loader(DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
+                                                                        cfg.preprocess.std)), 8, train=False, workers=0)
+    for scope, post in (("per-class", evaluation_postprocess(cfg.postprocess)), ("global", cfg.postprocess)):
+        saved = tmp_path / f"{scope}.json"
+        assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
+                     "--image-size", "128", "--workers", "0", "--nms-scope", scope, "--save-predictions", str(saved)]) == 0
+        _, expected = evaluate(model, loader, split, anchors, post, cfg.image_size)
+        got = json.loads(saved.read_text())
+        assert len(got) == len(expected) > 0
+        assert [(r["image_id"], r["category_id"]) for r in got] == [(r["image_id"], r["category_id"]) for r in expected]
+        assert max(abs(a["score"] - b["score"]) for a, b in zip(got, expected)) < 1e-5
+    assert json.loads((tmp_path / "per-class.json").read_text()) != json.loads((tmp_path / "global.json").read_text())
+
+
 def test_set_values_are_typed_and_checked():
     cfg = apply_sets(TrainConfig(), ["lr=0.04", "amp=true", "scale_range=0.5,1.5", "loss.gamma=2", "weights=none"])
     assert cfg.lr == 0.04 and cfg.amp is True and cfg.scale_range == (0.5, 1.5) and cfg.loss.gamma == 2.0

@@ -6,12 +6,15 @@
 * Image pixels: every image is refused past ``max_pixels`` from its header alone (100 MP by
   default; ``predict --max-megapixels``). The bombs here are header-only files, so a message about
   their size (rather than about missing pixel data) shows that nothing was decoded.
-* Video length: ``predict`` has no bound on the number of frames (not tested; reported missing).
+* Video length: ``predict`` refuses a video longer than ``max_video_frames`` (18,000 by default;
+  ``predict --max-video-frames``) from its container's frame count before decoding, and stops one
+  whose container under-declares it at the limit.
 """
 
 import json
 import re
 
+import numpy as np
 import pytest
 from PIL import Image
 from robust_builders import (
@@ -26,6 +29,7 @@ from robust_builders import (
 
 from efficientdet.data import DatasetError, load_dataset_yaml, load_split
 from efficientdet.data.formats import DEFAULT_MAX_BOXES
+from efficientdet.inference import DEFAULT_MAX_VIDEO_FRAMES, VideoFrames, collect_sources, probe_video
 
 OVER = DEFAULT_MAX_BOXES + 1
 
@@ -100,3 +104,51 @@ def test_predict_pixel_limit_message_states_small_limits(lite0_weights, tmp_path
                      "--out", tmp_path / "out", "--workers", "0", "--quiet", "--max-megapixels", "0.003")
     assert "3456 pixels" in result.err or "0.0035 MP" in result.err
     assert "0.003 MP" in result.err or "3000 pixels" in result.err
+
+
+def grey_clip(path, frames: int):
+    """An MPEG-4 clip of ``frames`` flat 64x48 frames; its container declares the count."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            pixels = np.full((48, 64, 3), 40 * i % 256, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_predict_video_frame_limit_refuses_a_longer_video_by_name_and_keeps_the_rest(lite0_weights, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    grey_clip(folder / "long.mp4", 4)
+    grey_clip(folder / "short.mp4", 3)
+    Image.new("RGB", (72, 48), (9, 9, 9)).save(folder / "still.png")
+    result = run_cli(capsys, "predict", *MODEL_ARGS, "--weights", lite0_weights, folder, "--out", tmp_path / "out",
+                     "--workers", "0", "--quiet", "--max-video-frames", "3")
+    assert result.code == 0 and "1 images and 3 video frames" in result.out and "1 files skipped" in result.out
+    assert f"skipped {folder / 'long.mp4'}: 4 frames, over the limit of 3 (max_video_frames)" in result.err
+    assert (tmp_path / "out" / "short.mp4").is_file() and not (tmp_path / "out" / "long.mp4").exists()
+
+
+def test_video_frames_stop_at_the_limit_when_the_container_under_declares(tmp_path):
+    """The decoder, not the header, has the last word: frame ``max_frames`` raises, naming the limit."""
+    from efficientdet import get_config
+
+    clip = grey_clip(tmp_path / "clip.mp4", 3)
+    assert probe_video(clip, max_frames=3).frames == 3
+    frames = VideoFrames(collect_sources([str(clip)])[0], get_config("efficientdet-lite0"), False, 10.0, max_frames=2)
+    seen = []
+    with pytest.raises(ValueError, match=r"more than 2 frames, over the limit \(max_video_frames\); the first 2"):
+        for item in frames:
+            seen.append(item.frame)
+    assert seen == [0, 1]
+
+
+def test_video_frame_limit_has_a_safe_default_and_refuses_disabling_it(lite0_weights, tmp_path, capsys):
+    assert 0 < DEFAULT_MAX_VIDEO_FRAMES <= 100_000
+    result = run_cli(capsys, "predict", *MODEL_ARGS, "--weights", lite0_weights, tmp_path, "--out", tmp_path / "out",
+                     "--max-video-frames", "0")
+    assert_user_error(result, "predict", "max video frames must be a positive number, got 0")

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         from .. import create_model
         from ..anchors import generate_anchors
         from ..coco import COCO_NUM_CLASSES, coco_label_space
-        from ..config import override
+        from ..config import evaluation_postprocess, override
 
         model = create_model(args.model, weights=args.weights,
                              **({"image_size": args.image_size} if args.image_size else {}))
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         dataset = DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
                                                                 cfg.preprocess.std), validate=True)
         loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers)
-        metrics, results = evaluate(model, loader, split, anchors, cfg.postprocess, cfg.image_size,
-                                    label_ids=label_ids)
+        post = cfg.postprocess if args.nms_scope == "global" else evaluation_postprocess(cfg.postprocess)
+        metrics, results = evaluate(model, loader, split, anchors, post, cfg.image_size, label_ids=label_ids)
         if args.save_predictions:
             Path(args.save_predictions).write_text(json.dumps(results))
     print(format_metrics(metrics))
@@ -66,6 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device")
     p.add_argument("--nms", choices=["gaussian", "hard"], help="default: the model's (official: gaussian)")
+    p.add_argument("--nms-scope", choices=["per-class", "global"], default="per-class",
+                   help="per-class: official COCO evaluation (top 5000 anchor-class pairs, NMS per class); "
+                        "global: the inference default (each anchor's best class, one class-agnostic NMS)")
     p.add_argument("--score-threshold", type=float, default=0.001)
     p.add_argument("--json", help="write the metrics (AP, AP50, AP75, APs, APm, APl, AR…) here")
     p.add_argument("--save-predictions", help="write the model's COCO results here")

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 
 from ..config import get_config
+from ..inference import DEFAULT_MAX_VIDEO_FRAMES
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -86,13 +87,14 @@ def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object]
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..inference import Failure, OutputWriter, collect_sources, numeric_names, pixel_budget
+    from ..inference import Failure, OutputWriter, collect_sources, frame_budget, numeric_names, pixel_budget
 
     if args.model is not None:
         get_config(args.model)  # an unknown name fails before any file is read
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")
     max_pixels = pixel_budget(args.max_megapixels)
+    max_frames = frame_budget(args.max_video_frames)
     sources = collect_sources(args.inputs)
     predictor = build_predictor(args)
     failures, images, frames = [], 0, 0
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
                           save_json=args.save_json, save_txt=args.save_txt, numeric_ids=numeric_names(sources))
     with writer:
         for item in predictor.predict_sources(sources, args.batch_size, args.workers, keep_images=not args.no_draw,
-                                              max_pixels=max_pixels, progress=not args.quiet):
+                                              max_pixels=max_pixels, progress=not args.quiet,
+                                              max_video_frames=max_frames):
             if isinstance(item, Failure):
                 failures.append(item)
                 tqdm.write(f"efficientdet predict: skipped {item.error}", file=sys.stderr)
@@ -138,6 +141,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-json", action="store_true", help="also one JSON file per image / video in OUT/labels")
     p.add_argument("--save-txt", action="store_true", help="also one text file per image / video in OUT/labels")
     p.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger images (memory guard)")
+    p.add_argument("--max-video-frames", type=int, default=DEFAULT_MAX_VIDEO_FRAMES,
+                   help="refuse longer videos (memory guard: detections are kept for detections.json)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input could not be read")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

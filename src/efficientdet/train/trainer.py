@@ -32,7 +32,7 @@ from torch import nn
 
 from .. import create_model
 from ..anchors import generate_anchors
-from ..config import PostprocessConfig
+from ..config import evaluation_postprocess
 from ..data import DetectionDataset, EvalTransform, TrainTransform, build_loader, load_dataset_yaml, load_split
 from ..data.loader import collate
 from ..loss import LossConfig
@@ -73,6 +73,7 @@ class TrainConfig:
     hflip: float = 0.5
     photometric: bool = False
     amp: bool | None = None  # default: on for CUDA
+    channels_last: bool = True  # NHWC activations: oneDNN's fast layout on CPU (2.2x the steps/s for Lite0 here)
     sync_bn: bool = False
     workers: int = 2
     seed: int = 0
@@ -183,7 +184,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
                 m.requires_grad_(False)
     if cfg.sync_bn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
+    # Weights in channels_last make every conv run NHWC, whatever the layout of the input batch.
+    model.to(device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     mcfg = model.config
     anchors = generate_anchors(mcfg.image_size, mcfg.min_level, mcfg.max_level, mcfg.anchors).to(device)
 
@@ -251,7 +253,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         save_safetensors(ema.module, out / "weights" / "last.safetensors", source=f"training step {step}",
                          extra=label_meta)
 
-    post = PostprocessConfig()
+    post = evaluation_postprocess(mcfg.postprocess)
     board = _tensorboard(out) if main else None
     last_results = None
     with _Signals() as signals:
