@@ -100,3 +100,14 @@ def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
 def test_resume_without_state_is_a_clear_error(data, tmp_path, capsys):
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "none"), "--resume", "--workers", "0"]) == 2
     assert "--resume: no training state at" in capsys.readouterr().err
+
+
+def test_demo_writes_its_dataset_metrics_curves_images_and_weights(tmp_path, capsys):
+    """A one-epoch miniature of `efficientdet demo` (the full one is timed in the README)."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--train-images", "8", "--val-images", "4",
+                 "--image-size", "128", "--batch-size", "4", "--workers", "0"]) == 0
+    assert "AP50" in (out / "metrics.md").read_text()
+    assert (out / "data").is_dir() and (out / "curves.png").stat().st_size > 0
+    assert len(list((out / "val_images").glob("*.png"))) == 4
+    assert (out / "weights" / "best.safetensors").is_file()
