@@ -32,10 +32,6 @@ from .anchors import generate_anchors
 from .coco import COCO_NUM_CLASSES, coco_label_space
 from .config import ModelConfig, PostprocessConfig
 from .data.transforms import DEFAULT_MAX_PIXELS, read_image
-
-# Refuse longer videos: detections.json holds up to max_detections (100) results per frame in
-# memory until the run ends, ~40 MB per 1,000 frames; 18,000 frames is 10 minutes at 30 fps.
-DEFAULT_MAX_VIDEO_FRAMES = 18_000
 from .detector import preprocess, to_chw_tensor
 from .fuse import fuse_model
 from .model import EfficientDet
@@ -45,6 +41,9 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Refuse longer videos: detections.json holds up to max_detections (100) results per frame in
+# memory until the run ends, ~40 MB per 1,000 frames; 18,000 frames is 10 minutes at 30 fps.
+DEFAULT_MAX_VIDEO_FRAMES = 18_000
 
 Network = Callable[[torch.Tensor], Any]
 
@@ -402,7 +401,7 @@ class ImageFiles(Dataset):
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
     fps: float
-    frames: int  # 0 when the container does not say
+    frames: int  # counted by the container, else estimated from its duration; 0 when it says neither
     width: int
     height: int
 
