@@ -40,6 +40,7 @@ from .postprocess import Detections, postprocess
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 MEDIA_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+BACKENDS = ("eager", "compile", "onnxruntime")
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Refuse longer videos: detections.json holds up to max_detections (100) results per frame in
 # memory until the run ends, ~40 MB per 1,000 frames; 18,000 frames is 10 minutes at 30 fps.

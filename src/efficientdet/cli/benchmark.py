@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..inference import BACKENDS
 from .predict import parse_image_size
 
 
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="variant, e.g. efficientdet-d0")
     p.add_argument("--weights", help="weights to time with (default: random init; see --nms)")
-    p.add_argument("--backend", choices=("eager", "compile", "onnxruntime"), default="eager")
+    p.add_argument("--backend", choices=BACKENDS, default="eager")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--threads", type=int, help="torch / ONNX Runtime intra-op threads (default: torch's)")
     p.add_argument("--device", help="cpu, cuda … (default: cuda when available)")

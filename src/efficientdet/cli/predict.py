@@ -11,7 +11,7 @@ import dataclasses
 import sys
 
 from ..config import get_config
-from ..inference import DEFAULT_MAX_VIDEO_FRAMES
+from ..inference import BACKENDS, DEFAULT_MAX_VIDEO_FRAMES
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -124,7 +124,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True,
                    help="official checkpoint dir, .safetensors or effdet .pth; the .onnx file for onnxruntime")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--backend", choices=("eager", "compile", "onnxruntime"), default="eager")
+    p.add_argument("--backend", choices=BACKENDS, default="eager")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     dtype = p.add_mutually_exclusive_group()
     dtype.add_argument("--half", action="store_true", help="float16 network (CUDA)")
