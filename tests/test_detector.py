@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from model_builders import lively
 from PIL import Image
 from skimage import data
 
@@ -12,7 +13,7 @@ from efficientdet.detector import preprocess, resize_scale, to_chw_tensor
 @pytest.fixture(scope="module")
 def detector():
     torch.manual_seed(0)
-    model = create_model("efficientdet-lite0", num_classes=3)
+    model = lively(create_model("efficientdet-lite0", num_classes=3))
     return Detector(model, PostprocessConfig(method="hard", score_threshold=0.0, max_detections=20),
                     class_names=["a", "b", "c"], label_ids=[10, 20, 30])
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from model_builders import lively
 from skimage import data
 
 from efficientdet import create_model
@@ -46,7 +47,7 @@ def test_official_d0_fused_within_1e5_on_a_photo(official_d0):
 @pytest.mark.parametrize("name", ["efficientdet-d0", "efficientdet-lite0"])  # swish + SE + fastattn; relu6 + sum
 def test_fused_variants_match_and_have_no_batchnorm(name):
     torch.manual_seed(0)
-    model = create_model(name, num_classes=5, image_size=128).eval()
+    model = lively(create_model(name, num_classes=5, image_size=128)).eval()
     _randomise_bn(model)
     fused = fuse_model(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
@@ -60,7 +61,7 @@ def test_fused_variants_match_and_have_no_batchnorm(name):
 
 def test_fused_model_runs_channels_last_and_bf16():
     torch.manual_seed(0)
-    model = create_model("efficientdet-lite0", num_classes=3, image_size=128).eval()
+    model = lively(create_model("efficientdet-lite0", num_classes=3, image_size=128)).eval()
     fused = fuse_model(model).to(memory_format=torch.channels_last)
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():

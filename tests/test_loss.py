@@ -1,4 +1,5 @@
 import math
+from model_builders import lively
 from types import SimpleNamespace
 
 import numpy as np
@@ -183,7 +184,7 @@ def test_matches_effdet(seed, smoothing, centred):
 
 def test_end_to_end_training_steps_reduce_loss():
     torch.manual_seed(0)
-    model = efficientdet.create_model("efficientdet-lite0", num_classes=3, image_size=128).eval()
+    model = lively(efficientdet.create_model("efficientdet-lite0", num_classes=3, image_size=128)).eval()
     config = model.config
     anchors = generate_anchors(config.image_size, config.min_level, config.max_level, config.anchors)
     image = torch.randn(1, 3, 128, 128)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -63,6 +65,27 @@ def test_class_prior_bias():
     model = create_model("efficientdet-lite0", num_classes=3)
     bias = model.class_net.predict.pointwise.bias
     assert torch.allclose(torch.sigmoid(bias), torch.full_like(bias, 0.01))
+
+
+def test_initialisers_use_keras_fan_counts():
+    """Official: BiFPN glorot-uniform, heads truncated-normal variance scaling, both with Keras'
+    fans, which count a depthwise kernel (3, 3, C, 1) as fan-in 9·C, fan-out 9."""
+    torch.manual_seed(0)
+    model = create_model("efficientdet-d0", num_classes=3)  # 64 BiFPN channels
+    node = model.fpn.cells[0].fnodes[0].conv
+    limit = math.sqrt(6 / (9 * 64 + 9))
+    assert node.depthwise.weight.abs().max() <= limit
+    assert node.depthwise.weight.std().item() == pytest.approx(limit / math.sqrt(3), rel=0.1)
+    assert node.pointwise.weight.std().item() == pytest.approx(math.sqrt(2 / 128), rel=0.05)
+    resample = model.fpn.cells[0].fnodes[1].resample[0].conv  # 320 → 64
+    assert resample.weight.std().item() == pytest.approx(math.sqrt(2 / (320 + 64)), rel=0.05)
+    for net in (model.class_net, model.box_net):
+        for conv in (net.convs[0], net.predict):
+            dw_std = math.sqrt(1 / (9 * 64))  # truncated at 2σ and rescaled: the std is the fan's
+            assert conv.depthwise.weight.std().item() == pytest.approx(dw_std, rel=0.1)
+            assert conv.depthwise.weight.abs().max() <= 2 * dw_std / 0.8796 + 1e-6
+            assert conv.pointwise.weight.std().item() == pytest.approx(math.sqrt(1 / 64), rel=0.1)
+    assert (model.box_net.predict.pointwise.bias == 0).all()
 
 
 def test_train_mode_gives_same_output_structure_and_gradients():

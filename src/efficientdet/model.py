@@ -31,17 +31,33 @@ class EfficientDet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Official initialisers: He-normal (fan-out) for the backbone, variance scaling elsewhere."""
+        """The official initialisers, with Keras' fan counts.
+
+        Backbone: He-normal on fan-out (replaced by pretrained weights in practice). BiFPN: Keras'
+        default glorot-uniform. Heads: Keras ``variance_scaling`` (truncated normal, fan-in), or
+        normal(0.01) when not separable. Keras counts a depthwise kernel ``(k, k, C, 1)`` as
+        fan-in ``k·k·C``, so the official depthwise weights start ≈ √C times smaller than a
+        per-group count gives; that scale sets the effective step size of the BN-followed convs
+        and the spread of the first class logits around the prior, which short fine-tunes feel.
+        """
         for name, m in self.named_modules():
-            if isinstance(m, nn.Conv2d):
-                if name.startswith("backbone."):
-                    fan_out = m.out_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-                    nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                else:
-                    fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-                    nn.init.trunc_normal_(m.weight, 0.0, math.sqrt(1.0 / fan_in))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            if not isinstance(m, nn.Conv2d):
+                continue
+            k = m.kernel_size[0] * m.kernel_size[1]
+            fan_in, fan_out = k * m.in_channels, k * m.out_channels // m.groups
+            if name.startswith("backbone."):
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            elif name.startswith("fpn."):
+                limit = math.sqrt(6.0 / (fan_in + fan_out))
+                nn.init.uniform_(m.weight, -limit, limit)
+            elif not self.config.head.separable:
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            else:
+                # Keras truncates at two standard deviations and rescales so the std is √(1/fan_in).
+                std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+                nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         class_prior_bias(self.class_net, self.config.head.prior_prob)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

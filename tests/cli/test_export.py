@@ -1,4 +1,5 @@
 import json
+from model_builders import lively
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ def lite0(tmp_path_factory) -> tuple[Path, Path]:
     """Random Lite0 at 256 px as safetensors, and its raw-output ONNX export (made through the CLI)."""
     folder = tmp_path_factory.mktemp("lite0")
     torch.manual_seed(0)
-    weights = save_safetensors(create_model("efficientdet-lite0", image_size=256), folder / "lite0.safetensors")
+    weights = save_safetensors(lively(create_model("efficientdet-lite0", image_size=256)),
+                               folder / "lite0.safetensors")
     onnx_file = folder / "lite0.onnx"
     assert main(["export", "--model", "efficientdet-lite0", "--weights", str(weights), "--image-size", "256",
                  "--format", "onnx", "--out", str(onnx_file)]) == 0
@@ -65,15 +67,20 @@ def _results(folder: Path) -> list[dict]:
     return json.loads((folder / "detections.json").read_text())
 
 
-def assert_same_results(a: list[dict], b: list[dict], score_tol: float = 1e-4, box_tol: float = 0.05) -> None:
-    """Same detections per image as sets (equal scores may come in either order)."""
+def assert_same_results(a: list[dict], b: list[dict], score_tol: float = 1e-4, box_tol: float = 0.05,
+                        max_unmatched: int = 0) -> None:
+    """Same detections per image as sets (equal scores may come in either order), but for at most
+    ``max_unmatched`` on each side."""
     assert len(a) == len(b)
-    pool = list(b)
+    pool, unmatched = list(b), []
     for r in a:
         match = [p for p in pool if p["image_id"] == r["image_id"] and p["category_id"] == r["category_id"]
                  and abs(p["score"] - r["score"]) <= score_tol and np.allclose(p["bbox"], r["bbox"], atol=box_tol)]
-        assert match, r
-        pool.remove(match[0])
+        if match:
+            pool.remove(match[0])
+        else:
+            unmatched.append(r)
+    assert len(unmatched) <= max_unmatched, (unmatched, pool)
 
 
 def test_predict_with_onnxruntime_equals_eager(lite0, photos, tmp_path):
@@ -83,7 +90,9 @@ def test_predict_with_onnxruntime_equals_eager(lite0, photos, tmp_path):
                  "--out", str(tmp_path / "eager"), *common]) == 0
     assert main(["predict", "--backend", "onnxruntime", "--weights", str(onnx_file), "--out", str(tmp_path / "ort"),
                  *common]) == 0
-    assert_same_results(_results(tmp_path / "eager"), _results(tmp_path / "ort"))
+    # A random network's hundreds of overlapping boxes put some pairs within float noise of the
+    # IoU 0.5 threshold, where hard NMS may decide either way (raw outputs: see the test above).
+    assert_same_results(_results(tmp_path / "eager"), _results(tmp_path / "ort"), max_unmatched=3)
 
 
 def test_onnx_with_nms_gives_the_detections_of_predict_hard(official_d0, photos, tmp_path, capsys):

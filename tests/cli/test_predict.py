@@ -1,5 +1,6 @@
 import json
 import zlib
+from model_builders import lively
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ def d0_weights(official_d0, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def lite0_weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return save_safetensors(create_model("efficientdet-lite0"), tmp_path_factory.mktemp("w") / "lite0.safetensors")
+    return save_safetensors(lively(create_model("efficientdet-lite0")),
+                           tmp_path_factory.mktemp("w") / "lite0.safetensors")
 
 
 def write_video(path: Path, frames: int = 5, size: tuple[int, int] = (160, 120)) -> Path:

@@ -89,6 +89,9 @@ def test_set_values_are_typed_and_checked():
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "missing.yaml", "--out", "x"], "missing.yaml: cannot read"),
     (["eval", "--data", "missing.yaml", "--predictions", "p.json"], "missing.yaml: cannot read"),
+    (["train", "--data", "missing.yaml", "--out", "x", "--set", "mosaic=1.5"],
+     "TrainConfig.mosaic is a probability in [0, 1], got 1.5"),
+    (["train", "--data", "missing.yaml", "--out", "x", "--epochs", "0"], "TrainConfig.epochs must be >= 1, got 0"),
 ])
 def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

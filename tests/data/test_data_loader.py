@@ -15,6 +15,7 @@ from efficientdet.data import (
     load_dataset_yaml,
     load_split,
 )
+from efficientdet.train.sampling import SeededDataset
 
 SIZE = (64, 96)
 MEAN, STD = (124.0, 116.0, 104.0), (58.0, 57.0, 57.0)
@@ -133,3 +134,21 @@ def test_distributed_ranks_get_disjoint_shards(split, train):
         assert sorted(shards[0] + shards[1]) == list(range(11)) and isinstance(
             build_loader(dataset, 2, train=False, distributed=True, num_replicas=2, rank=0).sampler, ShardSampler)
 
+
+
+def test_mosaic_items_are_reproducible_and_hold_boxes_of_several_images(split):
+    """Under SeededDataset a mosaic item is a function of (seed, epoch, index); with the whole
+    canvas shrunk into view (scale 0.5, no flip), it holds more boxes than any one image has (2)."""
+    images = many(split, 12)
+    transform = TrainTransform(SIZE, MEAN, STD, scale_range=(0.5, 0.5), hflip=0.0)
+    mixed = SeededDataset(DetectionDataset(images, transform, mosaic=1.0), seed=5)
+    plain = SeededDataset(DetectionDataset(images, transform), seed=5)
+    first, again = mixed[3], mixed[3]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1]["boxes"], again[1]["boxes"])
+    assert first[0].shape == (3, *SIZE) and not torch.equal(first[0], plain[3][0])
+    assert max(len(mixed[key][1]["labels"]) for key in range(12)) >= 3
+
+
+def test_mosaic_needs_a_transform_with_an_image_size(split):
+    with pytest.raises(ValueError, match="mosaic needs a transform with an image_size"):
+        DetectionDataset(split.samples, lambda image, boxes, labels: None, mosaic=0.5)

@@ -10,6 +10,7 @@ from skimage import data
 
 from efficientdet.config import VARIANTS
 from efficientdet.data import EvalTransform, ImageError, TrainTransform, image_size, read_image
+from efficientdet.data.transforms import mosaic
 from efficientdet.detector import preprocess
 
 ASTRONAUT = data.astronaut()
@@ -178,3 +179,47 @@ def test_photometric_jitter_keeps_shape_and_boxes():
     plain = EvalTransform((128, 128), MEAN, STD)(image, boxes, labels)
     assert out.image.shape == (3, 128, 128) and torch.equal(out.boxes, plain.boxes)
     assert not torch.equal(out.image, plain.image)
+
+
+# ---------------------------------------------------------------- mosaic
+
+
+def test_mosaic_boxes_frame_their_rectangles_wherever_the_centre_falls():
+    """Four images of different shapes, each with one white rectangle: on the canvas every kept
+    box holds white, no white lies outside the kept boxes, and a box is gone only when its
+    rectangle fell off the canvas."""
+    specs = [((120, 200), (20, 30, 90, 100)), ((200, 120), (60, 150, 110, 190)),
+             ((100, 100), (0, 0, 40, 40)), ((90, 300), (250, 10, 300, 80))]
+    images = [torch.from_numpy(rectangle_image(h, w, box)).permute(2, 0, 1) for (h, w), box in specs]
+    boxes = [torch.tensor([box], dtype=torch.float32) for _, box in specs]
+    labels = [torch.tensor([i]) for i in range(4)]
+    cell = (64, 80)
+    torch.manual_seed(0)
+    kept = 0
+    for _ in range(30):
+        center = (int(64 * (0.5 + torch.rand(()).item())), int(80 * (0.5 + torch.rand(()).item())))
+        canvas, out_boxes, out_labels = mosaic(images, boxes, labels, cell, center, fill=(7, 7, 7))
+        assert canvas.shape == (3, 128, 160) and canvas.dtype == torch.uint8
+        assert set(out_labels.tolist()) <= {0, 1, 2, 3} and len(out_boxes) == len(out_labels)
+        white = canvas[0] > 200
+        covered = torch.zeros_like(white)
+        for x1, y1, x2, y2 in out_boxes.tolist():
+            assert 0 <= x1 < x2 <= 160 and 0 <= y1 < y2 <= 128
+            covered[max(0, int(y1) - 1):int(y2) + 2, max(0, int(x1) - 1):int(x2) + 2] = True
+            if x2 - x1 > 3 and y2 - y1 > 3:
+                assert canvas[0, int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1].min() > 200
+        assert not (white & ~covered).any()
+        assert (canvas[:, 0, 0] == 7).all() or (canvas[:, -1, -1] == 7).all() or len(out_boxes) < 4
+        kept += len(out_boxes)
+    assert 60 < kept < 120  # most rectangles stay on the canvas, some are cut away
+
+
+def test_mosaic_tile_keeps_aspect_and_fills_the_rest():
+    image = torch.full((3, 100, 200), 50, dtype=torch.uint8)  # 2:1 → 32x64 in a 64x64 cell
+    canvas, boxes, labels = mosaic([image] * 4, [torch.tensor([[0.0, 0.0, 200.0, 100.0]])] * 4,
+                                   [torch.tensor([1])] * 4, (64, 64), (40, 70), fill=(124.0, 116.0, 104.0))
+    torch.testing.assert_close(boxes, torch.tensor([[6.0, 8.0, 70.0, 40.0], [70.0, 8.0, 128.0, 40.0],
+                                                    [6.0, 40.0, 70.0, 72.0], [70.0, 40.0, 128.0, 72.0]]))
+    assert labels.tolist() == [1, 1, 1, 1]
+    assert (canvas[:, 8:72, 6:128] == 50).all()
+    assert canvas[:, 0, 0].tolist() == [124, 116, 104] and canvas[:, 100, 100].tolist() == [124, 116, 104]

@@ -9,6 +9,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+from model_builders import lively
 
 from efficientdet import create_model
 from efficientdet.shapes import make_shapes_dataset
@@ -133,7 +134,7 @@ def test_fine_tune_from_other_class_count_reinitialises_only_the_class_head(shap
     src = create_model("efficientdet-lite0", num_classes=7, image_size=128)
     path = save_safetensors(src, tmp_path / "src.safetensors")
     out = tmp_path / "ft"
-    train(base(shapes, out, weights=str(path), max_steps=1, clip_grad_norm=0.0, lr=0.0, warmup_init=0.0),
+    train(base(shapes, out, weights=str(path), max_steps=1, lr=0.0, warmup_init=0.0),
           log=lambda *_: None)
     state = final_state(out)["model"]
     for key, value in src.state_dict().items():
@@ -161,7 +162,11 @@ def _ddp_worker(rank, world, port, cfg):
 
 def test_ddp_two_processes_equal_one_process_with_the_global_batch(shapes, tmp_path):
     """gloo on the CPU: 2 ranks × batch 2 give the weights of 1 rank × batch 4 (BN frozen, no drop path)."""
-    common = dict(model="efficientdet-d0", backbone_weights=None, freeze_bn=True, max_steps=3)
+    from efficientdet.weights import save_safetensors
+
+    start = lively(create_model("efficientdet-d0", num_classes=4, image_size=128))  # BN statistics "loaded"
+    weights = save_safetensors(start, tmp_path / "start.safetensors")
+    common = dict(model="efficientdet-d0", weights=str(weights), freeze_bn=True, max_steps=3)
     single = base(shapes, tmp_path / "one", batch_size=4, **common)
     train(single, log=lambda *_: None)
     double = base(shapes, tmp_path / "two", batch_size=2, **common)
@@ -169,20 +174,66 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(shapes, tmp_p
     one, two = final_state(tmp_path / "one"), final_state(tmp_path / "two")
     assert one["step"] == two["step"] == 3
     assert_same_weights(one, two, atol=2e-5)
-    moved = max((one["model"][k].float() - v.float()).abs().max() for k, v in
-                create_model("efficientdet-d0", num_classes=4, image_size=128).state_dict().items()
-                if v.is_floating_point() and "running" not in k)
+    moved = max((one["model"][k].float() - v.float()).abs().max() for k, v in start.state_dict().items()
+                if v.is_floating_point())
     assert moved > 1e-3  # the weights really trained
+    assert all(torch.equal(one["model"][k], v) for k, v in start.state_dict().items() if "running" in k)
 
 
 def test_overfits_a_few_images(tmp_path):
-    """Lite0 on its ImageNet backbone (frozen, as a quick fine-tune would) learns 4 images."""
+    """Lite0 on its ImageNet backbone (frozen, as a quick fine-tune would) learns 4 images.
+
+    All BN layers frozen keeps training and evaluation the same function at 80 steps (BN
+    statistics at the official momentum would still be half-way); the BiFPN and heads start
+    from :func:`lively` weights, under which their BN at initial statistics pass the signal on.
+    """
+    from efficientdet.data import load_dataset_yaml, load_split
+    from efficientdet.weights import save_safetensors
+    from efficientdet.weights.pretrained import load_pretrained_backbone
+
     data = make_shapes_dataset(tmp_path / "tiny", num_train=4, num_val=0, image_size=128, max_objects=2, seed=5)
     data.write_text(data.read_text().replace("val: {images: images, annotations: val.json}",
                                              "val: {images: images, annotations: train.json}"))
+    num_classes = load_split(load_dataset_yaml(data), "train").num_classes
+    start = lively(create_model("efficientdet-lite0", num_classes=num_classes, image_size=128))
+    load_pretrained_backbone(start)
+    weights = save_safetensors(start, tmp_path / "start.safetensors")
     cfg = TrainConfig(model="efficientdet-lite0", data=str(data), out=str(tmp_path / "run"), epochs=80,
                       batch_size=4, image_size=128, workers=0, eval_every=80, scale_range=(1.0, 1.0), hflip=0.0,
-                      warmup_epochs=2, lr=0.16, ema_decay=0.0, freeze_backbone=True, freeze_bn=True)
+                      warmup_epochs=2, lr=0.16, ema_decay=0.0, weights=str(weights), freeze_backbone=True,
+                      freeze_bn=True)
     summary = train(cfg, log=lambda *_: None)
     assert summary["history"][0]["loss"] > 3 * summary["history"][-1]["loss"]
     assert summary["history"][-1]["AP50"] >= 0.9, summary["history"][-1]
+
+
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("max_boxes", 0), ("workers", -1),
+                                          ("mosaic", 1.5), ("hflip", -0.1), ("ema_decay", 1.0), ("lr", -0.1),
+                                          ("clip_grad_norm", 0.0), ("scale_range", (2.0, 1.0)),
+                                          ("max_steps", 0)])
+def test_config_refuses_values_that_would_fail_later(shapes, tmp_path, field, value):
+    with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
+        base(shapes, tmp_path, **{field: value})
+
+
+def test_max_boxes_is_applied_to_the_dataset(shapes, tmp_path):
+    from efficientdet.data import DatasetError
+
+    with pytest.raises(DatasetError, match=r"boxes in one image, over the limit of 1 \(max_boxes\)"):
+        train(base(shapes, tmp_path, max_boxes=1), log=lambda *_: None)
+    assert not (tmp_path / "weights").exists()
+
+
+def test_freeze_bn_keeps_only_loaded_statistics(shapes, tmp_path):
+    """From the ImageNet backbone, freeze_bn fixes the backbone's BN; the new BiFPN and heads' BN learn."""
+    from efficientdet.weights.pretrained import load_pretrained_backbone
+
+    lines = []
+    train(base(shapes, tmp_path, freeze_bn=True, max_steps=1), log=lines.append)
+    assert any("BN layers keep their loaded statistics (backbone only" in line for line in lines)
+    imagenet = create_model("efficientdet-lite0", num_classes=4, image_size=128)
+    load_pretrained_backbone(imagenet)
+    state = final_state(tmp_path)["model"]
+    for key, value in imagenet.state_dict().items():
+        if key.endswith("running_mean"):
+            assert torch.equal(state[key], value) == key.startswith("backbone."), key

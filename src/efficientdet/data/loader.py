@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from .sample import ImageError, Sample
-from .transforms import DEFAULT_MAX_PIXELS, Transformed, check_images, read_image, size_mismatch
+from .transforms import DEFAULT_MAX_PIXELS, Transformed, check_images, mosaic, read_image, size_mismatch
 
 
 class DetectionDataset(Dataset):
@@ -28,14 +28,19 @@ class DetectionDataset(Dataset):
     original pixels) and ``orig_size (h, w)``.
 
     Crowd / difficult objects are left out of the targets, as the official trainer does
-    (``skip_crowd_during_training``); an evaluator reads them from :attr:`samples`.
+    (``skip_crowd_during_training``); an evaluator reads them from :attr:`samples`. With
+    ``mosaic`` > 0 (training only) that share of items is a :func:`~.transforms.mosaic` of the
+    image and three random others, at the transform's ``image_size`` per cell.
     """
 
     def __init__(self, samples: Sequence[Sample], transform: Callable[..., Transformed], *,
-                 validate: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS):
+                 validate: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, mosaic: float = 0.0):
         self.samples = list(samples)
         self.transform = transform
         self.max_pixels = max_pixels
+        if mosaic and not hasattr(transform, "image_size"):
+            raise ValueError("mosaic needs a transform with an image_size (the mosaic's cell size)")
+        self.mosaic = mosaic
         if validate:
             check_images([s.image_path for s in self.samples], max_pixels,
                          [(s.width, s.height) for s in self.samples])
@@ -43,7 +48,8 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image ``index`` as decoded (uint8), its non-crowd boxes and labels."""
         sample = self.samples[index]
         image = read_image(sample.image_path, self.max_pixels)
         height, width = image.shape[-2:]
@@ -51,9 +57,19 @@ class DetectionDataset(Dataset):
         if problem:
             raise ImageError(problem)
         keep = ~sample.crowd
-        out = self.transform(image, torch.from_numpy(sample.boxes[keep]), torch.from_numpy(sample.labels[keep]))
-        return out.image, {"boxes": out.boxes, "labels": out.labels, "image_id": sample.image_id,
-                           "image_scale": out.image_scale, "orig_size": (height, width)}
+        return image, torch.from_numpy(sample.boxes[keep]), torch.from_numpy(sample.labels[keep])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        image, boxes, labels = self.load(index)
+        if self.mosaic and torch.rand(()) < self.mosaic:
+            # Three more images drawn from torch's generator: reproducible under SeededDataset.
+            parts = [(image, boxes, labels)] + [self.load(int(i)) for i in torch.randint(len(self), (3,))]
+            cell = self.transform.image_size
+            center = tuple(int(c * (0.5 + torch.rand(()).item())) for c in cell)
+            image, boxes, labels = mosaic(*zip(*parts), cell, center, self.transform.fill)
+        out = self.transform(image, boxes, labels)
+        return out.image, {"boxes": out.boxes, "labels": out.labels, "image_id": self.samples[index].image_id,
+                           "image_scale": out.image_scale, "orig_size": tuple(image.shape[-2:])}
 
 
 class Batch(NamedTuple):

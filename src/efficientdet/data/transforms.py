@@ -160,6 +160,40 @@ def random_scale_crop(height: int, width: int, out_size: tuple[int, int],
     return float(scale), (sh, sw), (oy, ox)
 
 
+def mosaic(images: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
+           cell: tuple[int, int], center: tuple[int, int],
+           fill: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Four images on one ``2h × 2w`` canvas (YOLOv4's mosaic), meeting at ``center`` (y, x).
+
+    Each ``[3, H, W]`` uint8 image is resized to fit the ``cell`` (h, w), keeping its aspect, and
+    placed in its quadrant (top-left, top-right, bottom-left, bottom-right) against the centre;
+    what falls off the canvas is cut, its boxes (``[N, 4]`` xyxy) clipped and dropped where
+    nothing is left. The rest of the canvas is ``fill`` (the normalisation mean, so it reads as
+    the zero padding the crop adds). The canvas then goes through the usual scale jitter and crop.
+    Hand-written: torchvision's v2 transforms have no mosaic.
+    """
+    (ch, cw), (cy, cx) = cell, center
+    canvas = torch.tensor([round(f) for f in fill], dtype=torch.uint8).view(3, 1, 1).repeat(1, 2 * ch, 2 * cw)
+    out_boxes, out_labels = [], []
+    for quadrant, (image, b, l) in enumerate(zip(images, boxes, labels)):
+        h, w = image.shape[-2:]
+        scale = min(ch / h, cw / w)
+        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        tile = TF.resize(image, [sh, sw], antialias=True)
+        top = cy - sh if quadrant < 2 else cy
+        left = cx - sw if quadrant % 2 == 0 else cx
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + sh, 2 * ch), min(left + sw, 2 * cw)
+        canvas[:, y0:y1, x0:x1] = tile[:, y0 - top:y1 - top, x0 - left:x1 - left]
+        b = b.to(torch.float32) * torch.tensor([sw / w, sh / h] * 2) + torch.tensor([left, top] * 2, dtype=torch.float32)
+        b = torch.maximum(b, torch.tensor([x0, y0] * 2, dtype=torch.float32))
+        b = torch.minimum(b, torch.tensor([x1, y1] * 2, dtype=torch.float32))
+        keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        out_boxes.append(b[keep])
+        out_labels.append(l[keep])
+    return canvas, torch.cat(out_boxes), torch.cat(out_labels)
+
+
 class TrainTransform:
     """The official training augmentation: flip, random scale, random crop, pad (``InputProcessor``).
 
@@ -174,6 +208,7 @@ class TrainTransform:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.fill = tuple(float(m) for m in mean)  # uint8 colour that normalises to the zero padding
         self.scale_range = scale_range
         self.hflip = hflip
         self.jitter = v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02) if photometric else None

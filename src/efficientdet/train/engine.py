@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -45,7 +45,7 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     clip_grad_norm: float = 10.0,
     world: int = 1,
-    freeze_bn: bool = False,
+    frozen_bn: Sequence[nn.Module] = (),
     on_step: Callable[[int, dict], bool] | None = None,
 ) -> int:
     """Train over ``batches``; returns the global step reached.
@@ -57,10 +57,8 @@ def train_one_epoch(
     """
     device = anchors.device
     model.train()
-    if freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
+    for m in frozen_bn:  # BN layers kept in inference mode (fixed statistics)
+        m.eval()
     for batch in batches:
         start = time.perf_counter()
         images = batch.images.to(device, non_blocking=True)
