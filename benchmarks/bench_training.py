@@ -32,7 +32,10 @@ workers by default).
 
     python benchmarks/bench_training.py [--epochs 12] [--train-images 240] [--val-images 60]
         [--image-size 256] [--batch-size 8] [--threads 2] [--workers 2] [--only ours|effdet]
-        [--effdet-nms soft|hard] [--json FILE]
+        [--effdet-nms soft|hard] [--seeds 0,1,2,3] [--json FILE]
+
+With several seeds, each is a complete run as above (its own generated dataset, initialisation
+and draws), and a last table lists them side by side with their mean.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0],
+                   help="comma-separated; each seed makes its own dataset and training draws, and runs both")
     p.add_argument("--only", choices=("ours", "effdet"), help="train one of the two")
     p.add_argument("--effdet-nms", choices=("soft", "hard"), default="soft",
                    help="effdet's NMS at evaluation: soft = its gaussian soft-NMS (closest to the official default)")
@@ -93,13 +97,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def recipe(args: argparse.Namespace, data: Path, out: Path) -> TrainConfig:
+def recipe(args: argparse.Namespace, seed: int, data: Path, out: Path) -> TrainConfig:
     """The one TrainConfig both trainings read their hyper-parameters from (official defaults).
 
     Evaluated once, after the last epoch: only the final EMA weights are compared.
     """
     return TrainConfig(model=OURS, data=str(data), out=str(out), epochs=args.epochs, batch_size=args.batch_size,
-                       image_size=args.image_size, workers=args.workers, seed=args.seed, eval_every=args.epochs,
+                       image_size=args.image_size, workers=args.workers, seed=seed, eval_every=args.epochs,
                        device="cpu")
 
 
@@ -379,16 +383,14 @@ def epoch_table(runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()
+def run_seed(args: argparse.Namespace, seed: int) -> dict[str, dict]:
+    """Both trainings (or ``--only`` one) on the dataset generated from ``seed``."""
     runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_training_") as tmp:
         tmp = Path(tmp)
         data = make_shapes_dataset(tmp / "data", num_train=args.train_images, num_val=args.val_images,
-                                   image_size=args.image_size, seed=args.seed)
-        cfg = recipe(args, data, tmp / "ours")
+                                   image_size=args.image_size, seed=seed)
+        cfg = recipe(args, seed, data, tmp / "ours")
         theirs = None
         if args.only in (None, "effdet"):
             num_classes = load_split(load_dataset_yaml(data), "train").num_classes
@@ -398,24 +400,64 @@ def main(argv: list[str] | None = None) -> None:
             runs["ours"] = run_ours(cfg, theirs.epoch if theirs is not None else None)
         if theirs is not None:
             runs["effdet"] = theirs.finish()
-    load_after = os.getloadavg()
-    batches = args.train_images // args.batch_size
     for r in runs.values():
         r.update(throughput(r["history"]))
-    command = "python " + shlex.join(sys.argv)
+    return runs
+
+
+def seeds_table(results: dict[int, dict[str, dict]]) -> str:
+    """One row per seed and their mean: images/s, the speed ratio, AP / AP50 of each."""
+    names = list(next(iter(results.values())))
+    both = len(names) == 2
+    head = "| seed | " + " | ".join(f"{n} images/s" for n in names) + (" | ratio (per-epoch median)" if both else "")
+    head += " | " + " | ".join(f"{n} AP / AP50" for n in names) + " |"
+    lines = [head, "|---:|" + "---:|" * (2 * len(names) + both)]
+    rows = []
+    for seed, runs in results.items():
+        row = {f"{n}_ips": runs[n]["images_per_s"] for n in names}
+        row |= {f"{n}_{k}": runs[n]["history"][-1][k] for n in names for k in ("AP", "AP50")}
+        if both:
+            row["ratio"] = runs["ours"]["images_per_s"] / runs["effdet"]["images_per_s"]
+            row["median"] = statistics.median(a["images_per_s"] / b["images_per_s"] for a, b in
+                                              zip(measured(runs["ours"]["history"]), measured(runs["effdet"]["history"])))
+        rows.append((str(seed), row))
+    rows.append(("mean", {k: statistics.mean(r[k] for _, r in rows) for k in rows[0][1]}))
+    for label, row in rows:
+        cells = [f"{row[f'{n}_ips']:.2f}" for n in names]
+        if both:
+            cells.append(f"**{row['ratio']:.2f}×** ({row['median']:.2f}×)")
+        cells += [f"{row[f'{n}_AP']:.3f} / {row[f'{n}_AP50']:.3f}" for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if both:
+        wins = sum(r["ours_AP"] >= r["effdet_AP"] for _, r in rows[:-1])
+        lines.append(f"\nours' AP ≥ effdet's in {wins} of {len(rows) - 1} seeds; "
+                     f"mean AP difference {rows[-1][1]['ours_AP'] - rows[-1][1]['effdet_AP']:+.3f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    command = "python " + shlex.join(sys.argv if argv is None else [sys.argv[0], *argv])
+    batches = args.train_images // args.batch_size
+    results: dict[int, dict[str, dict]] = {}
+    for seed in args.seeds:
+        runs = results[seed] = run_seed(args, seed)
+        layout = "channels_last" if args.effdet_channels_last else "NCHW"
+        print(f"\nseed {seed}: Lite0 @ {args.image_size}, batch {args.batch_size}, {args.epochs} epochs × {batches} "
+              f"steps, {args.train_images} train / {args.val_images} val images, {args.workers} workers each; "
+              f"effdet NMS: {args.effdet_nms}, layout: {layout} (ours: channels_last); COCO metrics of the final "
+              f"EMA weights\n\n{summary_table(runs, args.epochs)}\n\n"
+              f"{effdet_notes(runs['effdet']['history']) if 'effdet' in runs else ''}{epoch_table(runs)}", flush=True)
+    load_after = os.getloadavg()
     load = f"load average (1, 5, 15 min): {' '.join(f'{v:.2f}' for v in load_before)} before, " \
            f"{' '.join(f'{v:.2f}' for v in load_after)} after"
-    print(f"\n`{command}`\n\n{versions()}; {load}\n\n"
-          f"Lite0 @ {args.image_size}, batch {args.batch_size}, {args.epochs} epochs × {batches} steps, "
-          f"{args.train_images} train / {args.val_images} val images, {args.workers} workers each; "
-          f"effdet NMS: {args.effdet_nms}, layout: {'channels_last' if args.effdet_channels_last else 'NCHW'} "
-          f"(ours: {'channels_last' if cfg.channels_last else 'NCHW'}); COCO metrics of the final EMA weights\n\n"
-          f"{summary_table(runs, args.epochs)}\n\n"
-          f"{effdet_notes(runs['effdet']['history']) if 'effdet' in runs else ''}{epoch_table(runs)}")
+    print(f"\n`{command}`\n\n{versions()}; {load}\n\n{seeds_table(results)}")
     if args.json:
         args.json.write_text(json.dumps({"command": command, "versions": versions(), "load_before": load_before,
-                                         "load_after": load_after, "args": vars(args), "runs": runs},
-                                        indent=2, default=str))
+                                         "load_after": load_after, "args": vars(args),
+                                         "runs": {str(k): v for k, v in results.items()}}, indent=2, default=str))
 
 
 if __name__ == "__main__":
