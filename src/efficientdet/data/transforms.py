@@ -223,7 +223,10 @@ class TrainTransform:
             boxes = TF.horizontal_flip_bounding_boxes(boxes, format=tv_tensors.BoundingBoxFormat.XYXY,
                                                       canvas_size=(height, width))
         scale, (sh, sw), (oy, ox) = random_scale_crop(height, width, self.image_size, self.scale_range)
-        x = F.interpolate(x[None], size=(sh, sw), mode="bilinear", align_corners=False, antialias=False)[0]
+        # Channels-last: PyTorch's bilinear kernel vectorises over the 3 channels there, about 2x
+        # faster on the CPU than NCHW, with the same values (each pixel's formula is unchanged).
+        x = x[None].contiguous(memory_format=torch.channels_last)
+        x = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=False)[0]
         out_h, out_w = self.image_size
         x = x[:, oy:oy + out_h, ox:ox + out_w]
         x = F.pad(x, (0, out_w - x.shape[2], 0, out_h - x.shape[1]))

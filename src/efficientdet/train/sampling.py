@@ -64,6 +64,8 @@ class SeededDataset(Dataset):
     def __getitem__(self, key: int) -> Any:
         epoch, index = divmod(key, len(self.dataset))
         # fork_rng: the caller's generator (the model's drop-path draws when workers=0) is untouched.
+        # Only the CPU generator is seeded: torch.manual_seed would also reseed CUDA's, which
+        # fork_rng(devices=[]) does not restore, and records a stack trace per call to do it lazily.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+            torch.default_generator.manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
             return self.dataset[index]
