@@ -38,8 +38,9 @@ class DetectionDataset(Dataset):
         self.samples = list(samples)
         self.transform = transform
         self.max_pixels = max_pixels
-        if mosaic and not hasattr(transform, "image_size"):
-            raise ValueError("mosaic needs a transform with an image_size (the mosaic's cell size)")
+        if mosaic and not (hasattr(transform, "image_size") and hasattr(transform, "fill")):
+            raise ValueError("mosaic needs a transform with an image_size (the cell size) and a fill colour, "
+                             "as TrainTransform has")
         self.mosaic = mosaic
         if validate:
             check_images([s.image_path for s in self.samples], max_pixels,
