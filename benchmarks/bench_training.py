@@ -159,8 +159,8 @@ def check_backbone(ours: EfficientDet, net: torch.nn.Module) -> None:
 def train_loader(cfg: TrainConfig, split, image_size: tuple[int, int], mean, std) -> torch.utils.data.DataLoader:
     """The training loader exactly as ``train()`` builds it, so effdet sees the same batches."""
     dataset = SeededDataset(DetectionDataset(
-        split.samples, TrainTransform(image_size, mean, std, cfg.scale_range, cfg.hflip, cfg.photometric)),
-        seed=cfg.seed)
+        split.samples, TrainTransform(image_size, mean, std, cfg.scale_range, cfg.hflip, cfg.photometric),
+        mosaic=cfg.mosaic), seed=cfg.seed)
     sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed)
     return torch.utils.data.DataLoader(
         dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,

@@ -220,9 +220,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     for m in frozen_bn:
         m.requires_grad_(False)
     if cfg.freeze_bn and main:
-        log(f"freeze_bn: {len(frozen_bn)} BN layers keep their loaded statistics"
-            + ("" if cfg.weights else " (backbone only: the BiFPN and heads are new)" if frozen_bn
-               else " (none loaded: training from scratch)"))
+        scope = "all" if cfg.weights else "backbone only: the BiFPN and heads are new" if frozen_bn else "none loaded"
+        log(f"freeze_bn: {len(frozen_bn)} BN layers keep their loaded statistics ({scope})")
     # Weights in channels_last make every conv run NHWC, whatever the layout of the input batch.
     model.to(device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     mcfg = model.config
