@@ -33,6 +33,7 @@ from .coco import COCO_NUM_CLASSES, coco_label_space
 from .config import ModelConfig, PostprocessConfig
 from .data.transforms import DEFAULT_MAX_PIXELS, read_image
 from .detector import preprocess, to_chw_tensor
+from .devices import default_device, resolve_device
 from .fuse import fuse_model
 from .model import EfficientDet
 from .postprocess import Detections, postprocess
@@ -123,10 +124,6 @@ def _unique_names(paths: list[Path]) -> list[Source]:
         used.add(name.lower())
         sources.append(Source(path, name))
     return sources
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -231,7 +228,7 @@ class Predictor:
     def from_model(cls, model: EfficientDet, backend: str = "eager", device: str | torch.device | None = None,
                    precision: str = "float32", postprocess_config: PostprocessConfig | None = None,
                    channels_last: bool = True, **labels: Any) -> "Predictor":
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
         dtype = check_precision(precision, device)
         network = torch_network(model.eval(), backend, device, dtype, channels_last)
         return cls(model.config, network, postprocess_config, device, **labels)
@@ -248,7 +245,7 @@ class Predictor:
         from .export import read_onnx_metadata
 
         config, graph_post = read_onnx_metadata(path)
-        device = torch.device(device) if device is not None else torch.device("cpu")
+        device = resolve_device(device or "cpu")
         if graph_post is not None and postprocess_config is not None and postprocess_config != graph_post:
             raise ValueError(f"{path} has hard NMS inside (IoU {graph_post.iou_threshold}, score "
                              f"{graph_post.score_threshold}); other NMS settings need a file exported without --nms")

@@ -22,11 +22,11 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import create_model
     from ..benchmark import cpu_name, run_benchmark
-    from ..inference import default_device
+    from ..devices import resolve_device
 
     overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size else {}
     model = create_model(args.model, weights=args.weights, **overrides).eval()
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     result = run_benchmark(model, args.backend, args.batch_size, args.threads, device,
                            "float16" if args.half else "bfloat16" if args.bf16 else "float32", args.nms,
                            args.end_to_end, args.warmup, args.iterations)

@@ -11,6 +11,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
+    from ..devices import resolve_device
     from ..evaluate import coco_metrics, format_metrics, load_results
     from ..train.engine import coco_ground_truth, evaluate
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         elif model.config.num_classes != split.num_classes:
             raise ValueError(f"{args.weights}: the model has {model.config.num_classes} classes, "
                              f"{args.data} has {split.num_classes}")
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = resolve_device(args.device)
         model.to(device)
         cfg = override(model.config, method=args.nms, score_threshold=args.score_threshold) if args.nms \
             else model.config

@@ -48,9 +48,10 @@ def build_predictor(args: argparse.Namespace):
     import torch
 
     from .. import create_model
-    from ..inference import Predictor, default_device
+    from ..devices import resolve_device
+    from ..inference import Predictor
 
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     changes = postprocess_overrides(args)
     if args.backend == "onnxruntime":
         return _onnx_predictor(args, device, changes)

@@ -36,6 +36,7 @@ from ..config import evaluation_postprocess
 from ..data import DetectionDataset, EvalTransform, TrainTransform, build_loader, load_dataset_yaml, load_split
 from ..data.formats import DEFAULT_MAX_BOXES
 from ..data.loader import collate
+from ..devices import resolve_device
 from ..loss import LossConfig
 from ..model import EfficientDet
 from ..weights import WeightsError, read_metadata, read_weights, save_safetensors
@@ -114,8 +115,7 @@ class Interrupted(Exception):
 
 def _setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     if "RANK" not in os.environ:
-        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return 0, 1, device
+        return 0, 1, resolve_device(cfg.device)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     cuda = torch.cuda.is_available() and cfg.device != "cpu"
     if cuda:
