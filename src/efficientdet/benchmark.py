@@ -6,9 +6,10 @@ the official preprocessing per image. FLOPs are :func:`efficientdet.profile.coun
 multiply-adds (the paper's "FLOPs"); the achieved rate counts 2 floating-point operations per
 multiply-add, as hardware peak figures do.
 
-NMS time depends on the scores: randomly initialised weights give almost equal scores
-everywhere, the worst case for soft-NMS (every anchor is a candidate until the end), so time
-NMS with trained weights (``weights=``) or hard NMS when the figure matters.
+What NMS costs depends on the scores: a freshly initialised model scores every anchor at the
+class prior, which is neither what a trained model gives nor what a server sees. Without trained
+weights, time :func:`spread_random_weights`, random weights whose scores spread as a trained
+model's do. Each call's network and postprocessing (decoding + NMS) are timed apart as well.
 """
 
 from __future__ import annotations
@@ -26,11 +27,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .config import PostprocessConfig
 from .inference import Predictor
 from .model import EfficientDet
 from .profile import count_flops, count_parameters
+
+# spread_random_weights: the spread of the class logits around the prior (confident pairs and many far
+# below the prior, rather than all at it) and of the box codes (boxes near their anchors, of every size).
+CLASS_LOGIT_STD = 1.5
+BOX_CODE_STD = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +53,10 @@ class BenchmarkResult:
     end_to_end: bool
     warmup: int
     iterations: int
+    weights: str  # what was timed: a weights file, or random weights whose scores spread
     median_ms: float  # per call (one batch)
+    network_ms: float  # median of the network's part of each call
+    postprocess_ms: float  # median of the rest: decoding + NMS (and reading + preprocessing end to end)
     p90_ms: float
     mean_ms: float
     min_ms: float
@@ -63,8 +73,9 @@ class BenchmarkResult:
         rows = [
             ("model", f"{self.model} at {h}x{w}, batch {self.batch_size}"),
             ("backend", f"{self.backend} on {self.device} ({self.precision}, {self.threads} threads), {self.nms} NMS"),
+            ("weights", self.weights),
             ("timed", f"{what}; {self.iterations} calls after {self.warmup} warm-up"),
-            ("median", f"{self.median_ms:.2f} ms"),
+            ("median", f"{self.median_ms:.2f} ms (network {self.network_ms:.2f} ms, the rest {self.postprocess_ms:.2f} ms)"),
             ("p90", f"{self.p90_ms:.2f} ms"),
             ("throughput", f"{self.images_per_s:.1f} images/s"),
             ("peak memory", f"{self.peak_memory_mb:.0f} MB"),
@@ -91,6 +102,21 @@ def time_calls(step: Callable[[], Any], warmup: int, iterations: int, sync: Call
     return times
 
 
+class TimedNetwork:
+    """A predictor's network, timed on each call: the rest of the call is decoding and NMS."""
+
+    def __init__(self, network: Callable[[torch.Tensor], Any], sync: Callable[[], None]):
+        self.network, self.sync = network, sync
+        self.times: list[float] = []
+
+    def __call__(self, batch: torch.Tensor) -> Any:
+        start = time.perf_counter()
+        out = self.network(batch)
+        self.sync()
+        self.times.append((time.perf_counter() - start) * 1e3)
+        return out
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -103,6 +129,34 @@ def synthetic_image(height: int = 480, width: int = 640, seed: int = 0) -> torch
     base = torch.stack([torch.sin(6 * x + 3 * y), torch.cos(5 * y - 2 * x), torch.sin(9 * x * y)])
     noise = torch.rand(3, height, width, generator=g) * 0.3
     return ((base * 0.35 + 0.5 + noise - 0.15).clamp(0, 1) * 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def spread_random_weights(model: EfficientDet, images: int = 4, seed: int = 0) -> EfficientDet:
+    """Give ``model`` random weights whose detection scores spread: its BN statistics measured on
+    :func:`synthetic_image` pictures (so every layer passes a unit-scale signal, which the fresh
+    statistics, mean 0 and variance 1, do not), then the two predictors scaled so the class logits
+    spread by ``CLASS_LOGIT_STD`` around the class prior and the box codes by ``BOX_CODE_STD``."""
+    from .detector import preprocess
+
+    cfg = model.config
+    pictures = [synthetic_image(seed=seed + i) for i in range(images)]
+    batch, _ = preprocess(pictures, cfg.image_size, cfg.preprocess)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches seen
+    model.train()
+    model(batch)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+    class_out, box_out = model(batch)
+    for head, outputs, std in ((model.class_net, class_out, CLASS_LOGIT_STD), (model.box_net, box_out, BOX_CODE_STD)):
+        last = head.predict.pointwise if hasattr(head.predict, "pointwise") else head.predict
+        last.weight.mul_(std / float(torch.cat([o.flatten() for o in outputs]).std()))
+    return model
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -142,8 +196,10 @@ def build_predictor(model: EfficientDet, backend: str, device: torch.device, pre
 
 def run_benchmark(model: EfficientDet, backend: str = "eager", batch_size: int = 1, threads: int | None = None,
                   device: str | torch.device = "cpu", precision: str = "float32", nms: str | None = None,
-                  end_to_end: bool = False, warmup: int = 5, iterations: int = 30) -> BenchmarkResult:
-    """Time ``model`` on ``backend`` (see the module docstring); ``nms`` "soft" / "hard" overrides the config's."""
+                  end_to_end: bool = False, warmup: int = 5, iterations: int = 30,
+                  weights: str = "as given") -> BenchmarkResult:
+    """Time ``model`` on ``backend`` (see the module docstring); ``nms`` "soft" / "hard" overrides the
+    config's; ``weights`` says what the model holds, for the report."""
     if batch_size < 1 or warmup < 0 or iterations < 1:
         raise ValueError("batch_size and iterations must be >= 1, warmup >= 0")
     if threads is not None and threads < 1:
@@ -159,20 +215,64 @@ def run_benchmark(model: EfficientDet, backend: str = "eager", batch_size: int =
     try:
         with tempfile.TemporaryDirectory() as tmp:
             predictor = build_predictor(model, backend, device, precision, post, threads, Path(tmp))
+            predictor.network = network = TimedNetwork(predictor.network, sync)
             times = time_calls(make_step(predictor, batch_size, end_to_end, Path(tmp)), warmup, iterations, sync)
     finally:  # the caller's thread count, as it was
         torch.set_num_threads(previous_threads)
     median = statistics.median(times)
+    network_times = network.times[-iterations:]
     flops = count_flops(model.config)
     images_per_s = batch_size / median * 1e3
     return BenchmarkResult(
         model=model.config.name, backend=backend, device=str(device), precision=precision,
         nms="soft" if post.method == "gaussian" else "hard", batch_size=batch_size,
         image_size=tuple(model.config.image_size), threads=threads, end_to_end=end_to_end, warmup=warmup,
-        iterations=iterations, median_ms=median, p90_ms=percentile(times, 90), mean_ms=statistics.fmean(times),
+        iterations=iterations, weights=weights, median_ms=median, network_ms=statistics.median(network_times),
+        postprocess_ms=statistics.median(t - n for t, n in zip(times, network_times)), p90_ms=percentile(times, 90), mean_ms=statistics.fmean(times),
         min_ms=min(times), images_per_s=images_per_s, peak_memory_mb=peak_memory_mb(device),
         parameters=count_parameters(model), flops=flops, gflops_per_s=2 * flops * images_per_s / 1e9,
     )
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_isa() -> str:
+    """The widest x86 vector extensions the CPU has, which decide how fast fp32 kernels can run."""
+    flags = cpu_flags()
+    names = [name for flag, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"),
+                                     ("amx_tile", "AMX"), ("avx512_vnni", "AVX-512 VNNI")) if flag in flags]
+    if not names:
+        names = [name for flag, name in (("avx2", "AVX2"), ("fma", "FMA"), ("avx", "AVX")) if flag in flags][:2]
+    return " + ".join(names) or os.uname().machine
+
+
+def matmul_gflops(threads: int | None = None, size: int = 1024, repeats: int = 10) -> float:
+    """fp32 GFLOP/s of a ``size``² matrix product on ``threads`` CPU threads: the machine's measured
+    peak, beside which every timing here reads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        times = time_calls(lambda: a @ b, warmup=2, iterations=repeats)
+    finally:
+        torch.set_num_threads(previous)
+    return 2 * size**3 / (min(times) / 1e3) / 1e9
+
+
+def machine_line(threads: int | None = None) -> str:
+    """One line naming the CPU, its vector extensions and its measured fp32 matmul rate."""
+    threads = threads or torch.get_num_threads()
+    return (f"{cpu_name()} ({cpu_isa()}), {threads} threads: fp32 matmul {matmul_gflops(threads):.0f} GFLOP/s "
+            f"measured; torch {torch.__version__}")
 
 
 def cpu_name() -> str:

@@ -6,26 +6,20 @@ clip to the network input, scale to original-image pixels. Per-class NMS and a p
 top-k are options. Output is padded to ``max_detections`` rows (score 0, class -1) so that
 it has a fixed shape for export; ``num_valid`` counts the real rows.
 
-Speed without changing the result: NMS first runs on each image's best few hundred candidates
-and is accepted when provably identical to NMS over all of them (:func:`exact_top_nms`), which
-is almost always; the tens of thousands of anchors of a D0 are only visited when it is not.
+NMS (:func:`efficientdet.nms.nms`) is exact over every candidate and bounded as TF's is:
+at most ``max_detections`` selections, each comparing one box with the candidates in play.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
-from torchvision.ops import batched_nms
 
 from . import box_coder
 from .config import PostprocessConfig
+from .nms import nms
 
-# Candidates per image of the first, usually final, NMS pass of :func:`exact_top_nms`.
-FIRST_NMS_CANDIDATES = 512
-# Most boxes for which soft-NMS precomputes the decay of every pair ([B, K, K] floats).
-DENSE_SOFT_NMS_MAX = 2048
 
 
 class Detections(NamedTuple):
@@ -111,150 +105,6 @@ def _select_candidates(cls_outputs, num_classes, codes, anchors, config):
     return best, classes, idx, codes, anchors[idx]
 
 
-def _pairwise_iou_one(box: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """IoU of ``box [B, 1, 4]`` with ``boxes [B, K, 4]`` → ``[B, K]``; 0 where an area is empty."""
-    lt = torch.maximum(box[..., :2], boxes[..., :2])
-    rb = torch.minimum(box[..., 2:], boxes[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area = lambda b: (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)  # noqa: E731
-    union = area(box) + area(boxes) - inter
-    return torch.where(union > 0, inter / union, torch.zeros_like(inter))
-
-
-def _soft_nms_decay(boxes: torch.Tensor, sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``decay(best [B])`` → exp(-IoU(best, every box)² / σ) ``[B, K]``, the same numbers either way:
-
-    up to :data:`DENSE_SOFT_NMS_MAX` boxes read from a table of every pair made once (a handful
-    of tensor ops per selected box); beyond, computed per selection from contiguous coordinate
-    planes and areas made once (a quarter of the memory traffic of ``[B, K, 4]`` slices).
-    """
-    if boxes.shape[1] <= DENSE_SOFT_NMS_MAX:
-        iou = _pairwise_iou_one(boxes[:, :, None], boxes[:, None, :])  # [B, K, K]
-        table = torch.exp(-(iou * iou) / sigma)
-
-        def from_table(best: torch.Tensor) -> torch.Tensor:
-            return table.gather(1, best[:, None, None].expand(-1, 1, table.shape[2]))[:, 0]
-
-        return from_table
-    x1, y1, x2, y2 = (c.contiguous() for c in boxes.unbind(-1))
-    area = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
-
-    def computed(best: torch.Tensor) -> torch.Tensor:
-        bx1, by1, bx2, by2, barea = (t.gather(1, best[:, None]) for t in (x1, y1, x2, y2, area))
-        inter = ((torch.minimum(bx2, x2) - torch.maximum(bx1, x1)).clamp(min=0)
-                 * (torch.minimum(by2, y2) - torch.maximum(by1, y1)).clamp(min=0))
-        union = barea + area - inter  # the operation order of _pairwise_iou_one: the same roundings
-        iou = torch.where(union > 0, inter / union, torch.zeros_like(inter))
-        return torch.exp(-(iou * iou) / sigma)
-
-    return computed
-
-
-def soft_nms(boxes: torch.Tensor, scores: torch.Tensor, sigma: float, score_threshold: float, max_out: int):
-    """Gaussian soft-NMS (Bodla et al.), batched: ``[B, K, 4]``, ``[B, K]`` → indices, scores ``[B, max_out]``.
-
-    Greedy: take the best remaining box, decay every other score by exp(-IoU² / σ), repeat.
-    This selects the same boxes with the same decayed scores as TF's lazy-update
-    NonMaxSuppressionV5 (which the official model calls with σ/2 and the formula exp(-IoU²/2σ')).
-    """
-    decay = _soft_nms_decay(boxes, sigma)
-    batch = scores.shape[0]
-    neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
-    live = torch.where(scores > score_threshold, scores, neg_inf)
-    out_idx = torch.zeros(batch, max_out, dtype=torch.long, device=scores.device)
-    out_scores = torch.zeros(batch, max_out, dtype=scores.dtype, device=scores.device)
-    for i in range(max_out):
-        best_score, best = live.max(1)
-        valid = best_score > score_threshold
-        if not bool(valid.any()):
-            out_idx, out_scores = out_idx[:, :i], out_scores[:, :i]
-            break
-        out_idx[:, i] = best
-        out_scores[:, i] = torch.where(valid, best_score, torch.zeros_like(best_score))
-        live = (live * decay(best)).scatter(1, best[:, None], float("-inf"))
-        live = torch.where(live > score_threshold, live, neg_inf)
-    return out_idx, out_scores
-
-
-def hard_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float,
-             score_threshold: float, max_out: int):
-    """Greedy NMS per image (and per group), batched through one ``torchvision.ops.batched_nms``."""
-    batch, k = scores.shape
-    image = torch.arange(batch, device=scores.device)[:, None].expand(batch, k)
-    keep_mask = scores > score_threshold
-    flat = keep_mask.reshape(-1).nonzero().squeeze(1)
-    ids = (image.reshape(-1) * (int(groups.max()) + 1 if groups.numel() else 1) + groups.reshape(-1))[flat]
-    candidates = boxes.reshape(-1, 4)[flat]
-    # batched_nms keeps groups apart by shifting each by (max coordinate + 1), which holds only for
-    # non-negative coordinates; a translation changes no IoU, so move the boxes there first.
-    if candidates.numel():
-        candidates = candidates - candidates.min()
-    keep = flat[batched_nms(candidates, scores.reshape(-1)[flat], ids, iou_threshold)]
-    # ``keep`` is sorted by score; rank each kept box within its image, keep the first max_out.
-    img = keep // k
-    img, order = img.sort(stable=True)
-    keep = keep[order]
-    counts = torch.bincount(img, minlength=batch)
-    starts = counts.cumsum(0) - counts
-    rank = torch.arange(len(keep), device=keep.device) - starts[img]
-    sel = rank < max_out
-    out_idx = torch.zeros(batch, max_out, dtype=torch.long, device=scores.device)
-    out_scores = torch.zeros(batch, max_out, dtype=scores.dtype, device=scores.device)
-    out_idx[img[sel], rank[sel]] = keep[sel] % k
-    out_scores[img[sel], rank[sel]] = scores.reshape(-1)[keep[sel]]
-    width = int(counts.clamp(max=max_out).max()) if batch else 0
-    return out_idx[:, :width], out_scores[:, :width]
-
-
-def _nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor | None, config: PostprocessConfig):
-    """The configured NMS kind → indices, scores ``[B, ≤max]`` (soft-NMS boxes already class-separated;
-    ``classes`` None: class-agnostic)."""
-    if config.method == "gaussian":
-        return soft_nms(boxes, scores, config.soft_nms_sigma, config.score_threshold, config.max_detections)
-    groups = torch.zeros_like(scores, dtype=torch.long) if classes is None else classes
-    return hard_nms(boxes, scores, groups, config.iou_threshold, config.score_threshold, config.max_detections)
-
-
-def exact_top_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor | None,
-                  config: PostprocessConfig, candidates: int = FIRST_NMS_CANDIDATES):
-    """The configured NMS over every box, run on each image's top ``candidates`` when provably the same.
-
-    Both NMS kinds select boxes in order of their current score, and a score only ever goes
-    down; a box left out can never be selected, nor change any other box's score, while each
-    selected score beats the best score left out, ``bound``. So the result on the top ``k`` is
-    the full result when, per image, the last selected score is above ``bound`` and either all
-    ``max_detections`` were selected or nothing left out passes the score threshold. Otherwise
-    ``k`` grows (8×, or to every box above the lowest score selected) and NMS is redone, at
-    worst on every box. Candidates keep their anchor order, so ties between equal scores break
-    as on the full set. ``classes`` is only used when the config is not class-agnostic.
-    """
-    if config.class_agnostic:
-        classes = None  # the config decides; classes given for a class-agnostic config are ignored
-    if config.method == "gaussian" and classes is not None:
-        # Keep classes apart by shifting each to its own region; the shift is fixed here, on every
-        # box, because its size changes how the IoUs round.
-        boxes = boxes + (classes * (boxes.abs().max() * 2 + 1))[..., None]
-    total = scores.shape[1]
-    k = candidates
-    while k < total:
-        top, idx = scores.topk(k + 1, 1)
-        bound = top[:, -1]
-        idx = idx[:, :k].sort(1).values
-        sub_classes = classes.gather(1, idx) if classes is not None else None
-        sub_idx, sub_scores = _nms(boxes.gather(1, idx[..., None].expand(-1, -1, 4)), scores.gather(1, idx),
-                                   sub_classes, config)
-        num = (sub_scores > 0).sum(1)
-        last = sub_scores.gather(1, (num - 1).clamp(min=0)[:, None])[:, 0] if sub_scores.shape[1] else bound
-        complete = (num == config.max_detections) | (bound <= config.score_threshold)
-        if bool(((num == 0) | (last > bound)).logical_and(complete).all()):
-            return idx.gather(1, sub_idx), sub_scores
-        # Every box scoring above the lowest score selected (or the threshold, when too few were)
-        # was in the running: grow to at least all of them, so that one retry usually settles it.
-        floor = torch.where(complete & (num > 0), last, torch.full_like(last, config.score_threshold))
-        k = max(8 * k, int((scores > floor[:, None]).sum(1).max()) + 1)
-    return _nms(boxes, scores, classes, config)
-
-
 def postprocess(
     cls_outputs: list[torch.Tensor],
     box_outputs: list[torch.Tensor],
@@ -280,7 +130,7 @@ def postprocess(
                                                                         anchors.to(codes.dtype), config)
     scores = torch.sigmoid(best)
     boxes = box_coder.decode(codes, cand_anchors)
-    idx, det_scores = exact_top_nms(boxes, scores, classes, config)
+    idx, det_scores = nms(boxes, scores, classes, config)
     valid = det_scores > 0
     det_boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
     if classes is None:  # class-agnostic: each kept anchor's best class, as argmax finds it first

@@ -6,9 +6,10 @@ from efficientdet.cli import main
 
 FIELDS = {
     "model": str, "backend": str, "device": str, "precision": str, "nms": str, "batch_size": int, "image_size": list,
-    "threads": int, "end_to_end": bool, "warmup": int, "iterations": int, "median_ms": float, "p90_ms": float,
-    "mean_ms": float, "min_ms": float, "images_per_s": float, "peak_memory_mb": float, "parameters": int,
-    "flops": int, "gflops_per_s": float, "cpu": str, "torch": str,
+    "threads": int, "end_to_end": bool, "warmup": int, "iterations": int, "weights": str, "median_ms": float,
+    "network_ms": float, "postprocess_ms": float, "p90_ms": float, "mean_ms": float, "min_ms": float,
+    "images_per_s": float, "peak_memory_mb": float, "parameters": int, "flops": int, "gflops_per_s": float,
+    "cpu": str, "isa": str, "matmul_gflops": float, "torch": str,
 }
 FAST = ["--model", "efficientdet-lite0", "--image-size", "128", "--warmup", "1", "--iterations", "2",
         "--device", "cpu", "--nms", "hard"]
@@ -18,7 +19,8 @@ def test_json_schema_and_consistency(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["benchmark", *FAST, "--batch-size", "2", "--threads", "1", "--json", str(out)]) == 0
     table = capsys.readouterr().out
-    for label in ("median", "p90", "throughput", "peak memory", "parameters", "FLOPs", "achieved"):
+    for label in ("median", "network", "p90", "throughput", "peak memory", "parameters", "FLOPs", "achieved",
+                  "GFLOP/s measured", "scores spread"):
         assert label in table
     report = json.loads(out.read_text())
     assert set(report) == set(FIELDS)
@@ -26,6 +28,8 @@ def test_json_schema_and_consistency(tmp_path, capsys):
         assert isinstance(report[key], kind), key
     assert report["parameters"] == 3_243_470 and report["image_size"] == [128, 128] and report["threads"] == 1
     assert report["min_ms"] <= report["median_ms"] <= report["p90_ms"]
+    assert 0 < report["network_ms"] < report["median_ms"] and report["postprocess_ms"] > 0
+    assert report["matmul_gflops"] > 0 and report["isa"]
     assert report["images_per_s"] == pytest.approx(2 / report["median_ms"] * 1e3)
     assert report["gflops_per_s"] == pytest.approx(2 * report["flops"] * report["images_per_s"] / 1e9)
     assert report["flops"] < 0.97e9  # Lite0's 0.97B multiply-adds are at 320 px; this is 128 px
@@ -42,3 +46,22 @@ def test_bad_options_are_one_line_errors(capsys):
     assert main(["benchmark", *FAST, "--backend", "onnxruntime", "--bf16"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "batch_size" in err[0] and "float32" in err[1]
+
+
+def test_spread_random_weights_spread_the_scores():
+    """A fresh model scores every (anchor, class) pair at the class prior; timing NMS on that times a
+    case no input gives. The benchmark's default weights spread them."""
+    import torch
+
+    from efficientdet import create_model
+    from efficientdet.benchmark import CLASS_LOGIT_STD, spread_random_weights, synthetic_image
+    from efficientdet.detector import preprocess
+
+    model = create_model("efficientdet-lite0", image_size=(128, 128)).eval()
+    batch, _ = preprocess([synthetic_image()], model.config.image_size, model.config.preprocess)
+    with torch.no_grad():
+        fresh = torch.cat([c.flatten() for c in model(batch)[0]])
+        spread = torch.cat([c.flatten() for c in spread_random_weights(model)(batch)[0]])
+    assert fresh.std() < 0.01
+    assert 0.5 * CLASS_LOGIT_STD < spread.std() < 2 * CLASS_LOGIT_STD
+    assert abs(float(spread.mean()) - float(fresh.mean())) < 0.5  # still centred on the prior

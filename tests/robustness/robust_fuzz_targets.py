@@ -24,7 +24,7 @@ from efficientdet import box_coder
 from efficientdet.assign import batched_iou
 from efficientdet.config import PostprocessConfig
 from efficientdet.data import DatasetError, load_coco, load_dataset_yaml, load_voc, load_yolo
-from efficientdet.postprocess import exact_top_nms
+from efficientdet.nms import nms
 from efficientdet.weights import tf_checkpoint as tfc
 
 NAMES = ["circle", "square", "triangle", "star"]
@@ -315,14 +315,13 @@ def check_dataset_yaml(text: str, workdir: Path) -> str:
 # ---------------------------------------------------------------- box ops
 
 COORD = st.floats(-1e3, 1e3, width=32)
-NON_NEGATIVE = st.floats(0, 1e3, width=32)
 
 
-def proper_boxes(min_size: float, corner: st.SearchStrategy = COORD):
+def proper_boxes(min_size: float):
     """xyxy boxes with both sides at least ``min_size`` (0: empty, or at least 1e-3, so that no
     area is below float32's smallest normal number and reads 0 in float32 but not in float64)."""
     side = st.floats(min_size, 500) if min_size else st.one_of(st.just(0.0), st.floats(1e-3, 500))
-    return st.builds(lambda x, y, w, h: [x, y, x + w, y + h], corner, corner, side, side)
+    return st.builds(lambda x, y, w, h: [x, y, x + w, y + h], COORD, COORD, side, side)
 
 
 @st.composite
@@ -366,34 +365,16 @@ def iou64(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
-# Hard NMS over several images, or per class, runs through torchvision's batched_nms, which (up to
-# 1,000 boxes on the CPU) shifts each group (image, class) by its index × (largest coordinate + 1) in
-# float32. That keeps groups apart only when no coordinate is negative — torchvision's documented
-# precondition, which hard_nms does not ensure for decoded boxes: test_robust_fuzz.py pins the
-# suppressions across images and classes this causes (strict xfails), and such inputs are drawn
-# with non-negative coordinates here. The shift also moves coordinates by up to half an ulp (2.5e-4
-# px here): those boxes are drawn at least 1 px wide and their IoUs compared within 1e-2 (a box
-# thinner than the rounding collapses to no area: pinned too).
-SHIFTED_MIN_SIDE = 1.0
-SHIFTED_IOU_TOLERANCE = 1e-2
-
-
-def shifted_groups(config: PostprocessConfig, images: int) -> bool:
-    """Whether NMS goes through batched_nms's group shifts (see above)."""
-    return config.method == "hard" and (images > 1 or not config.class_agnostic)
-
-
 @st.composite
 def nms_cases(draw):
     """One or two images of up to 24 boxes (some empty), scores, classes, any NMS configuration, and
-    how many candidates exact_top_nms starts from."""
+    the size of nms's first window."""
     config = PostprocessConfig(method=draw(st.sampled_from(["gaussian", "hard"])),
                                iou_threshold=draw(st.floats(0.05, 0.95)), score_threshold=draw(st.floats(0, 0.5)),
                                soft_nms_sigma=draw(st.floats(0.05, 2)), max_detections=draw(st.integers(1, 30)),
                                class_agnostic=draw(st.booleans()))
     images, k = draw(st.integers(1, 2)), draw(st.integers(1, 24))
-    shifted = shifted_groups(config, images)
-    box = proper_boxes(SHIFTED_MIN_SIDE, NON_NEGATIVE) if shifted else proper_boxes(0.0)
+    box = proper_boxes(0.0)
     per_image = lambda strategy: [draw(st.lists(strategy, min_size=k, max_size=k)) for _ in range(images)]  # noqa: E731
     # Scores are sigmoid outputs, never exactly 0: 0 is the padding marker of Detections.
     return (per_image(box), per_image(st.floats(2.0 ** -20, 1, width=32)), per_image(st.integers(0, 2)), config,
@@ -401,17 +382,17 @@ def nms_cases(draw):
 
 
 def check_nms(example, _workdir: Path) -> str:
-    """Soft and hard NMS against their definitions, per image and tie-robustly, and exact_top_nms
-    (NMS on the top few candidates, widened until provably equal) against NMS over every box."""
+    """Soft and hard NMS against their definitions, per image and tie-robustly, and nms on a first
+    window of a few boxes (grown until provably equal) against one window of every box."""
     raw_boxes, raw_scores, raw_classes, config, candidates = example
     boxes = torch.tensor(raw_boxes, dtype=torch.float32)
     scores = torch.tensor(raw_scores, dtype=torch.float32)
     classes = torch.tensor(raw_classes)
-    full_idx, full_scores = exact_top_nms(boxes, scores, classes, config, candidates=scores.shape[1])  # all
-    top_idx, top_scores = exact_top_nms(boxes, scores, classes, config, candidates=candidates)
+    full_idx, full_scores = nms(boxes, scores, classes, config, window=scores.shape[1])  # all
+    top_idx, top_scores = nms(boxes, scores, classes, config, window=candidates)
     real = full_scores > 0  # the rest is padding, whose index means nothing
     assert torch.equal(top_scores, full_scores) and torch.equal(top_idx[real], full_idx[real])
-    tolerance = SHIFTED_IOU_TOLERANCE if shifted_groups(config, len(raw_boxes)) else 1e-5
+    tolerance = 1e-5
     for image in range(len(raw_boxes)):
         picked, picked_scores = full_idx[image][real[image]].tolist(), full_scores[image][real[image]].tolist()
         assert len(picked) == len(set(picked)) <= config.max_detections

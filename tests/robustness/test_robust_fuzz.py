@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from robust_fuzz_targets import TARGETS, prepare
 
 from efficientdet.config import PostprocessConfig
-from efficientdet.postprocess import exact_top_nms
+from efficientdet.nms import nms
 
 EXAMPLES = {"tf_checkpoint_bundle": 60, "tf_checkpoint_state_file": 40, "coco_parser": 40, "yolo_parser": 40,
             "voc_parser": 40, "dataset_yaml": 40, "box_coder": 40, "batched_iou": 40, "nms": 60}
@@ -34,31 +34,26 @@ def test_fuzzed_inputs_are_refused_with_documented_errors_or_satisfy_the_propert
     run()
 
 
-# Fuzz findings in hard NMS (benchmarks/fuzz.py, nms): torchvision's batched_nms shifts each group
-# (image × class) by its index × (largest coordinate + 1) in float32, which keeps groups apart only
-# for non-negative coordinates (hard_nms now translates the boxes there first) and rounds
-# coordinates to the shifted values' precision (still pinned below).
+# Fuzz findings in hard NMS, from when it ran through torchvision's batched_nms (which keeps groups
+# apart by shifting each by its index × (largest coordinate + 1) in float32): images, classes and
+# thin boxes stay apart now that groups are compared rather than shifted.
 def test_batched_hard_nms_keeps_the_images_apart():
     boxes = torch.tensor([[[600.0, 600.0, 700.0, 700.0]], [[-100.0, -100.0, 0.0, 0.0]]])
     scores = torch.tensor([[0.9], [0.8]])
-    _, kept = exact_top_nms(boxes, scores, torch.zeros(2, 1, dtype=torch.long), PostprocessConfig(method="hard"))
+    _, kept = nms(boxes, scores, torch.zeros(2, 1, dtype=torch.long), PostprocessConfig(method="hard"))
     assert kept.tolist() == [[pytest.approx(0.9)], [pytest.approx(0.8)]]
 
 
 def test_per_class_hard_nms_keeps_the_classes_apart():
     boxes = torch.tensor([[[600.0, 600.0, 700.0, 700.0], [-100.0, -100.0, 0.0, 0.0]]])
-    picked, _ = exact_top_nms(boxes, torch.tensor([[0.9, 0.8]]), torch.tensor([[0, 1]]),
-                              PostprocessConfig(method="hard", class_agnostic=False))
+    picked, _ = nms(boxes, torch.tensor([[0.9, 0.8]]), torch.tensor([[0, 1]]),
+                    PostprocessConfig(method="hard", class_agnostic=False))
     assert picked[0].tolist() == [0, 1]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "per-class hard NMS keeps both of two identical same-class boxes of height 1e-5 px (IoU 1): the "
-    "float32 shift of class 1 by 1001 px rounds their height to 0, so their IoU reads 0 (a box thinner "
-    "than half an ulp of the shift collapses; larger ones move by up to that: 2.4e-4 px at 6,000 px)"))
 def test_per_class_hard_nms_suppresses_an_identical_thin_box():
     boxes = torch.tensor([[[0.0, 0.0, 50.0, 1e-5], [0.0, 0.0, 50.0, 1e-5], [0.0, 0.0, 1000.0, 1000.0]]])
     scores = torch.tensor([[0.9, 0.8, 0.1]])
     classes = torch.tensor([[1, 1, 0]])
-    picked, _ = exact_top_nms(boxes, scores, classes, PostprocessConfig(method="hard", class_agnostic=False))
+    picked, _ = nms(boxes, scores, classes, PostprocessConfig(method="hard", class_agnostic=False))
     assert picked[0].tolist() == [0, 2]
