@@ -1,10 +1,12 @@
 """Our inference against effdet's, measured in one run on one machine, interleaved.
 
-For D0 and Lite0 at batch 1 and 8, with the same weights in both (our random init, the official
-initialisers, copied into effdet's model) and the same preprocessed input, this times one call
-of each contender in turn, A, B, C, A, B, C, … (the order rotating every round), so that a
-noisy neighbour slows every contender alike, and prints the medians as a markdown table with
-the ratios ours / effdet.
+For D0 and Lite0 at batch 1 and 8, with the same weights in both (random weights whose scores
+spread as a trained model's do, :func:`efficientdet.benchmark.spread_random_weights`, copied into
+effdet's model) and the same preprocessed input, this times one call of each contender in turn,
+A, B, C, A, B, C, … (the order rotating every round), so that a noisy neighbour slows every
+contender alike, and prints the medians as a markdown table with the ratios ours / effdet, our
+postprocessing's share (decoding + NMS, timed apart from the network in each call), and the
+machine: CPU, vector extensions and measured fp32 matmul GFLOP/s.
 
 * effdet: ``DetBenchPredict(tf_efficientdet_*)`` — its network plus its postprocessing (top-5000
   candidates, hard batched NMS, 100 detections), in eager PyTorch.
@@ -31,14 +33,14 @@ from pathlib import Path
 import torch
 
 from efficientdet import create_model
-from efficientdet.benchmark import build_predictor, cpu_name, synthetic_image
+from efficientdet.benchmark import TimedNetwork, build_predictor, machine_line, spread_random_weights, synthetic_image
 from efficientdet.profile import count_flops
 
 PAIRS = {"efficientdet-d0": "tf_efficientdet_d0", "efficientdet-lite0": "tf_efficientdet_lite0"}
 
 
 def effdet_bench(model: torch.nn.Module, name: str) -> torch.nn.Module:
-    """effdet's predict bench holding ``model``'s weights (our init, the official initialisers).
+    """effdet's predict bench holding ``model``'s weights (BN statistics included).
 
     The same weights on both sides give the NMS the same work. They are ours rather than
     effdet's own random init, whose activations shrink to denormal floats deep in the network,
@@ -76,23 +78,25 @@ def interleave(contenders: dict[str, Callable[[], object]], rounds: int, warmup:
 
 
 def contenders_for(ours_name: str, batch_size: int, backends: list[str], nms: str,
-                   workdir: Path) -> dict[str, Callable[[], object]]:
+                   workdir: Path) -> tuple[dict[str, Callable[[], object]], dict[str, TimedNetwork]]:
+    """The calls to time, and our backends' networks, which time themselves within those calls."""
     torch.manual_seed(0)
-    model = create_model(ours_name).eval()
+    model = spread_random_weights(create_model(ours_name).eval())
     bench = effdet_bench(model, PAIRS[ours_name])
     post = dataclasses.replace(model.config.postprocess, method="gaussian" if nms == "soft" else "hard")
     threads = torch.get_num_threads()
     batch_images = [synthetic_image(480, 640, seed=i) for i in range(batch_size)]
     out: dict[str, Callable[[], object]] = {}
-    predictors = {}
+    predictors, networks = {}, {}
     for backend in backends:
         predictors[backend] = build_predictor(model, backend, torch.device("cpu"), "float32", post, threads,
                                               workdir / ours_name / str(batch_size))
+        predictors[backend].network = networks[backend] = TimedNetwork(predictors[backend].network, lambda: None)
     batch, scales = next(iter(predictors.values())).preprocess(batch_images)
     out["effdet"] = lambda: bench(batch)
     for backend, predictor in predictors.items():
         out[backend] = (lambda p: lambda: p.detect(batch, scales))(predictor)
-    return out
+    return out, networks
 
 
 def main() -> int:
@@ -113,21 +117,26 @@ def main() -> int:
         for name in args.models:
             for batch_size in args.batch_sizes:
                 (Path(tmp) / name / str(batch_size)).mkdir(parents=True)
-                contenders = contenders_for(name, batch_size, backends, args.nms, Path(tmp))
+                contenders, networks = contenders_for(name, batch_size, backends, args.nms, Path(tmp))
                 rounds = args.rounds if batch_size == 1 else max(5, args.rounds // 4)
                 times = interleave(contenders, rounds, args.warmup)
                 medians = {k: statistics.median(v) for k, v in times.items()}
+                post = {k: statistics.median(t - n for t, n in zip(times[k], networks[k].times[-rounds:]))
+                        for k in backends}
                 flops = 2 * count_flops(create_model(name).config) * batch_size
                 best = min((k for k in medians if k != "effdet"), key=medians.get)
                 cells = [f"{medians[k]:.1f} ({medians[k] / medians['effdet']:.2f}×)" for k in backends]
-                rows.append(f"| {name} | {batch_size} | {medians['effdet']:.1f} | " + " | ".join(cells)
+                shares = [f"{post[k]:.1f} ({post[k] / (medians[k] - post[k]):.0%})" for k in backends]
+                rows.append(f"| {name} | {batch_size} | {medians['effdet']:.1f} | " + " | ".join(cells + shares)
                             + f" | {flops / medians[best] / 1e6:.0f} ({best}) |")
-                report.append({"model": name, "batch_size": batch_size, "times_ms": times, "median_ms": medians})
+                report.append({"model": name, "batch_size": batch_size, "times_ms": times, "median_ms": medians,
+                               "postprocess_ms": post})
                 print(f"measured {name} batch {batch_size}: {rows[-1]}", file=sys.stderr, flush=True)
-    print(f"\n{cpu_name()}, {args.threads} threads, torch {torch.__version__}; median ms per batch of "
-          f"network + decoding + NMS ({args.nms} for ours), ratio ours / effdet in brackets\n")
-    print("| model | batch | effdet predict | " + " | ".join(f"ours {b}" for b in backends) + " | best GFLOP/s |")
-    print("|---|---:|---:|" + "---:|" * len(backends) + "---:|")
+    print(f"\n{machine_line(args.threads)}\nmedian ms per batch of network + decoding + NMS ({args.nms} for "
+          f"ours), ratio ours / effdet in brackets; ours' decoding + NMS alone, and as a share of its network\n")
+    print("| model | batch | effdet predict | " + " | ".join(f"ours {b}" for b in backends) + " | "
+          + " | ".join(f"{b} decode + NMS" for b in backends) + " | best GFLOP/s |")
+    print("|---|---:|---:|" + "---:|" * (2 * len(backends)) + "---:|")
     print("\n".join(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -88,7 +88,7 @@ def test_a_too_small_first_window_is_detected_and_grown(monkeypatch):
     boxes, scores, _ = _candidates(2, 6000, "flat", seed=2)
     sizes = []
     real = nms_module._Window
-    monkeypatch.setattr(nms_module, "_Window", lambda problem, size: (sizes.append(size), real(problem, size))[1])
+    monkeypatch.setattr(nms_module, "_Window", lambda state, size: (sizes.append(size), real(state, size))[1])
     nms(boxes, scores, None, PostprocessConfig(), window=256)
     assert sizes[0] == 256 and len(sizes) >= 2  # flat scores: 256 boxes cannot be enough
 

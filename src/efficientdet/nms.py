@@ -2,52 +2,71 @@
 
 Both kinds select boxes one at a time, each the best remaining by (current score, then lower
 index), and a score only ever goes down. TF's ``NonMaxSuppressionV5`` stops after
-``max_output_size`` selections, so its cost is bounded by max_detections × candidates whatever
-the scores; so is this one's: each selection compares one box with the candidates in play.
+``max_output_size`` selections and re-scores a candidate only when it reaches the top (lazily),
+so its cost is bounded by max_detections × candidates whatever the scores. This one works the
+same way, a window of candidates at a time:
 
-Most of a detector's tens of thousands of boxes can never be selected, so the greedy runs on a
-*window*: each image's best ``window`` boxes in that order. A selection is the one NMS over every
-box would make as long as it beats the best box left out (whose current score is at most its
-original one); selections are kept up to the first that does not, and an image is finished once
-it has ``max_detections`` of them or nothing left out passes the score threshold. Otherwise the
-window grows (``WINDOW_GROWTH``×), the state after the kept selections is rebuilt on it (a box's
-score decayed by each kept selection in order: the same roundings as step by step), and the
-greedy goes on. Ties in score break by the lower index everywhere, so tied scores (an untrained
-model's) cost no more than spread ones.
+* Every box has an *upper bound* of its current score: its score as last computed (at first, its
+  original score). A round takes each image's ``window`` boxes with the highest bounds, brings
+  their scores up to date with the selections made since (each decay applied in order, so the
+  roundings are those of step-by-step NMS), and runs the greedy on them.
+* A selection stands while it beats the best bound left out of the window: NMS over every box
+  would make it too. The round ends at the first that does not; the window's scores become
+  their boxes' bounds, and the next round takes the boxes with the highest bounds then.
+* An image is finished with ``max_detections`` selections, or when nothing left out of the window
+  passes the score threshold. A round that selects little grows the window (``WINDOW_GROWTH``×),
+  so that the number of rounds stays small whatever the scores.
+
+Ties in score break by the lower index, everywhere the same, so the result equals the greedy over
+every box to the bit, and tied scores (an untrained model's) cost little more than spread ones.
 
 Written with numpy on the host rather than torch: the greedy is ~``max_detections`` steps of a
-dozen operations on small arrays, where a numpy call costs a few times less than a torch one;
+dozen operations on small arrays, where a numpy call costs several times less than a torch one;
 inputs on a GPU come over once per call.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
 
 from .config import PostprocessConfig
 
-# Boxes per image in the first window; enough for every selection almost always.
-FIRST_WINDOW = 512
+# Boxes per image in a window: enough for most selections of a trained model in one round.
+WINDOW = 512
 WINDOW_GROWTH = 8
+# A round that adds fewer selections than this to an unfinished image grows the window.
+MIN_ROUND_SELECTIONS = 8
+# The score of a selected or hard-suppressed box: below every score, and still negative (never
+# above the threshold) after any decay, which -inf would not be (-inf × 0 is NaN).
+DEAD = -1.0
 
 
-def box_planes(boxes: np.ndarray) -> tuple[np.ndarray, ...]:
-    """xyxy ``[..., 4]`` → contiguous ``(x1, y1, x2, y2, area)``, each ``[...]``."""
-    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[..., i]) for i in range(4))
-    return x1, y1, x2, y2, np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+def box_planes(boxes: np.ndarray) -> np.ndarray:
+    """xyxy ``[..., 4]`` → ``[5, ...]``: planes x1, y1, x2, y2 and the area, each contiguous (the
+    element-wise operations of an IoU then run on contiguous memory)."""
+    x1, y1, x2, y2 = np.moveaxis(boxes, -1, 0)
+    return np.ascontiguousarray(np.stack([x1, y1, x2, y2, np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)]))
 
 
-def pairwise_iou(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> np.ndarray:
-    """IoU of boxes given as :func:`box_planes` (broadcast against each other), 0 where the union
-    is empty. Every IoU the greedy uses comes from here, with the same operations in the same order,
-    so a pair's IoU rounds the same whether it is met in a step or in rebuilding a window."""
-    ax1, ay1, ax2, ay2, a_area = a
-    bx1, by1, bx2, by2, b_area = b
-    inter = np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0) * \
-        np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0)
-    union = a_area + b_area - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+TINY = np.finfo(np.float32).smallest_subnormal
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes given as :func:`box_planes` ``[5, ...]`` (broadcast against each other), 0 where
+    the union is empty. Every IoU the greedy uses comes from here, with the same operations in the
+    same order, so a pair's IoU rounds the same in a step and in bringing a window up to date."""
+    inter = (np.maximum(np.minimum(a[2], b[2]) - np.maximum(a[0], b[0]), 0)
+             * np.maximum(np.minimum(a[3], b[3]) - np.maximum(a[1], b[1]), 0))
+    # The union is >= 0; where it is 0 so is the intersection, and 0 / the smallest float is 0.
+    return inter / np.maximum(a[4] + b[4] - inter, TINY)
+
+
+def soft_decay(iou: np.ndarray, sigma: float) -> np.ndarray:
+    """exp(-IoU² / σ), the one expression both a step and bringing a window up to date use."""
+    return np.exp(-(iou * iou) / sigma)
 
 
 def order_keys(scores: np.ndarray, index: np.ndarray, total: int) -> np.ndarray:
@@ -57,14 +76,14 @@ def order_keys(scores: np.ndarray, index: np.ndarray, total: int) -> np.ndarray:
     return (bits << 32) | (total - 1 - index)
 
 
-class _Problem:
-    """One call's boxes (as :func:`box_planes`), scores and groups on the host, float32, ``[B, N]``."""
+class _State:
+    """One call's boxes, groups, and each box's score bound, on the host, ``[B, N, ...]``."""
 
     def __init__(self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor | None,
                  config: PostprocessConfig):
         self.config = config
         boxes = boxes.detach().to("cpu", torch.float32).numpy()
-        self.scores = scores.detach().to("cpu", torch.float32).numpy()
+        self.bound = scores.detach().to("cpu", torch.float32).numpy().copy()  # [B, N]
         self.groups = None if config.class_agnostic or classes is None else classes.detach().cpu().numpy()
         if config.method == "gaussian" and self.groups is not None:
             # Soft-NMS keeps classes apart by moving each to its own region, fixed here on every box
@@ -72,113 +91,162 @@ class _Problem:
             boxes = boxes + (self.groups * (np.abs(boxes).max(initial=0) * 2 + 1))[..., None]
             self.groups = None
         self.planes = box_planes(boxes)
-        self.batch, self.total = self.scores.shape
-        self.rows = np.arange(self.batch)
-        self.keys = order_keys(self.scores, np.arange(self.total)[None], self.total)
+        self.batch, self.total = self.bound.shape
+        self.rows = np.arange(self.batch)[:, None]
+        self.keys = order_keys(self.bound, np.arange(self.total)[None], self.total)
+        self.seen = np.zeros(self.bound.shape, np.int64)  # selections each bound has been decayed by
+        self.picked = np.zeros((self.batch, config.max_detections), np.int64)
+        self.picked_scores = np.zeros((self.batch, config.max_detections), np.float32)
+        self.count = np.zeros(self.batch, np.int64)
 
-    def gather(self, index: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
-        """Planes and groups of the boxes at ``index [B, K]``."""
-        rows = self.rows[:, None]
-        return (tuple(p[rows, index] for p in self.planes),
-                None if self.groups is None else self.groups[rows, index])
+    def update(self, index: np.ndarray, scores: np.ndarray, keys: np.ndarray | None = None) -> None:
+        """The boxes at ``index [B, K]`` have these current scores (as ``keys``) after ``count`` selections."""
+        self.bound[self.rows, index] = scores
+        self.keys[self.rows, index] = order_keys(scores, index, self.total) if keys is None else keys
+        self.seen[self.rows, index] = self.count[:, None]
 
 
 class _Window:
-    """Each image's best ``size`` boxes, in index order ``[B, K]``, and the best box left out."""
+    """Each image's ``size`` boxes of highest bound, in index order ``[B, K]``, and the best bound
+    (as a key, and as a score) of the boxes left out."""
 
-    def __init__(self, problem: _Problem, size: int):
-        total, rows = problem.total, problem.rows
+    def __init__(self, state: _State, size: int):
+        total, rows = state.total, state.rows
+        self.rows = rows[:, 0]
+        self.batch_rows = rows
         if size >= total:
-            self.index = np.broadcast_to(np.arange(total), problem.keys.shape)
-            self.bound = np.full(problem.batch, np.iinfo(np.int64).min)  # nothing left out
-            self.bound_score = np.full(problem.batch, -np.inf, np.float32)
+            self.index = np.broadcast_to(np.arange(total), state.keys.shape)
+            self.bound = np.full(state.batch, np.iinfo(np.int64).min)  # nothing left out
+            self.bound_score = np.full(state.batch, -np.inf, np.float32)
         else:
-            top = np.argpartition(problem.keys, total - size - 1, axis=1)[:, total - size - 1:]
-            out = problem.keys[rows[:, None], top].argmin(1)  # the (size + 1)-th best, left out
-            left_out = top[rows, out]
-            self.bound, self.bound_score = problem.keys[rows, left_out], problem.scores[rows, left_out]
-            keep = np.arange(size + 1)[None] != out[:, None]
-            self.index = np.sort(top[keep].reshape(problem.batch, size), 1)
-        self.planes, self.groups = problem.gather(self.index)
+            top = np.argpartition(state.keys, total - size - 1, axis=1)[:, total - size - 1:]
+            out = state.keys[rows, top].argmin(1)[:, None]  # the (size + 1)-th: left out
+            left_out = top[state.rows[:, 0], out[:, 0]]
+            self.bound, self.bound_score = state.keys[rows[:, 0], left_out], state.bound[rows[:, 0], left_out]
+            self.index = np.sort(top[np.arange(size + 1)[None] != out].reshape(state.batch, size), 1)
+        self.planes = state.planes[:, rows, self.index]  # [5, B, K]
+        self.groups = None if state.groups is None else state.groups[rows, self.index]
+
+    def narrowed(self, positions: np.ndarray) -> "_Window":
+        """The same window's boxes at ``positions [B, K']`` only, with the same bound."""
+        sub = copy.copy(self)
+        sub.index = self.index[self.batch_rows, positions]
+        sub.planes = self.planes[:, self.batch_rows, positions]
+        sub.groups = None if self.groups is None else self.groups[self.batch_rows, positions]
+        return sub
 
 
-def _suppressed(config: PostprocessConfig, win: _Window, pick: np.ndarray, live: np.ndarray) -> np.ndarray:
-    """``live [B, K]`` after selecting window position ``pick [B]``: decayed (soft) or suppressed
-    (hard), with the selected box and all at or below the score threshold at -inf."""
-    rows = np.arange(len(pick))
-    iou = pairwise_iou(tuple(p[rows, pick][:, None] for p in win.planes), win.planes)
+def _current(state: _State, win: _Window) -> np.ndarray:
+    """The window's current scores ``[B, K]``: each bound decayed (soft) or suppressed (hard) by the
+    selections made since it was computed. A product of decays taken in order (``cumprod``, decay
+    1 for a selection already counted) rounds as the steps do."""
+    config, rows = state.config, state.rows
+    live = state.bound[rows, win.index]
+    m = int(state.count.max())
+    seen = state.seen[rows, win.index]
+    if m == 0 or (seen[:, None] >= state.count[:, None, None]).all():
+        return live
+    selected = state.picked[:, :m]
+    iou = pairwise_iou(state.planes[:, rows, selected][..., None], win.planes[:, :, None])  # [B, M, K]
+    j = np.arange(m)[None, :, None]
+    pending = (j >= seen[:, None]) & (j < state.count[:, None, None])
     if config.method == "gaussian":
-        live = live * np.exp(-(iou * iou) / config.soft_nms_sigma)
+        decay = np.where(pending, soft_decay(iou, config.soft_nms_sigma), np.float32(1))
+        live = live.copy()
+        for j in range(m):  # in order, as the steps multiplied
+            live *= decay[:, j]
+        return live
+    over = pending & (iou > config.iou_threshold)
+    if state.groups is not None:
+        over &= state.groups[rows, selected][:, :, None] == win.groups[:, None]
+    return np.where(over.any(1), np.float32(DEAD), live)
+
+
+def _step(config: PostprocessConfig, win: _Window, pick: np.ndarray, live: np.ndarray) -> None:
+    """Select window position ``pick [B]`` in ``live [B, K]``, in place: decay (soft) or suppress
+    (hard) the others by their IoU with it."""
+    rows = win.rows
+    chosen = win.planes[:, rows, pick][..., None]  # [5, B, 1]
+    iou = pairwise_iou(chosen, win.planes)
+    if config.method == "gaussian":
+        live *= soft_decay(iou, config.soft_nms_sigma)
     else:
         over = iou > config.iou_threshold
         if win.groups is not None:
             over &= win.groups == win.groups[rows, pick][:, None]
-        live = np.where(over, -np.inf, live)
-    live[rows, pick] = -np.inf
-    return np.where(live > config.score_threshold, live, -np.inf)
+        live[over] = DEAD
+    live[rows, pick] = DEAD
 
 
-def _rebuilt(problem: _Problem, win: _Window, picked: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Current scores ``[B, K]`` of the window's boxes after each image's first ``count`` selections
-    ``picked [B, M]``, as the step-by-step greedy leaves them (-inf: selected, suppressed or at or
-    below the threshold). A product of decays taken in order (``cumprod``) rounds as those steps do."""
-    config, rows = problem.config, problem.rows[:, None]
-    live = problem.scores[rows, win.index]
-    live = np.where(live > config.score_threshold, live, -np.inf)
-    m = int(count.max())
-    if m == 0:
-        return live
-    selected = picked[:, :m]
-    real = np.arange(m)[None] < count[:, None]  # [B, M]
-    planes, groups = problem.gather(selected)
-    iou = pairwise_iou(tuple(p[:, :, None] for p in planes), tuple(p[:, None] for p in win.planes))  # [B, M, K]
-    if config.method == "gaussian":
-        decay = np.where(real[..., None], np.exp(-(iou * iou) / config.soft_nms_sigma), np.float32(1))
-        live = np.cumprod(np.concatenate([live[:, None], decay], 1), 1)[:, -1]
-    else:
-        over = real[..., None] & (iou > config.iou_threshold)
-        if groups is not None:
-            over &= groups[:, :, None] == win.groups[:, None]
-        live = np.where(over.any(1), -np.inf, live)
-    live = np.where(live > config.score_threshold, live, -np.inf)
-    # The selected boxes themselves: in this window, since windows only grow.
-    flat = (win.index + rows * problem.total).ravel()
-    live.reshape(-1)[np.searchsorted(flat, (selected + rows * problem.total)[real])] = -np.inf
-    return live
+def _contenders(state: _State, win: _Window) -> tuple[_Window, np.ndarray]:
+    """Bring the window's scores up to date, record them as its boxes' bounds, and narrow it to the
+    boxes that beat the bound left out: only those can be selected before the round ends, since
+    scores only go down. Contenders keep index order, first in each row (any padding after them)."""
+    live = _current(state, win)
+    keys = order_keys(live, win.index, state.total)
+    state.update(win.index, live, keys)
+    contender = keys > win.bound[:, None]
+    width = max(int(contender.sum(1).max()), 1)
+    positions = np.argsort(~contender, axis=1, kind="stable")[:, :width]
+    return win.narrowed(positions), live[win.batch_rows, positions]
+
+
+def _round(state: _State, window: _Window, finished: np.ndarray) -> np.ndarray:
+    """Run the greedy on the window until every image's next selection fails to beat its bound;
+    record the selections that stand, and the scores they leave as the boxes' bounds. Returns how
+    many selections each image gained."""
+    config, threshold = state.config, state.config.score_threshold
+    win, live = _contenders(state, window)
+    rows = win.rows
+    snapshot = live.copy()
+    room = np.where(finished, 0, config.max_detections - state.count)
+    active, taken = room > 0, np.zeros(state.batch, np.int64)
+    picks, scores = [], []
+    for step in range(int(room.max())):
+        pick = live.argmax(1)
+        score = live[rows, pick]
+        stands = active & (score > threshold)
+        if config.method == "gaussian":  # hard NMS never lowers a score: every window box beats the bound
+            stands &= order_keys(score, win.index[rows, pick], state.total) > win.bound
+        stopped = active & ~stands
+        if stopped.any():
+            snapshot[stopped] = live[stopped]
+        active = stands
+        if not active.any():
+            break
+        picks.append(pick)
+        scores.append(score)
+        taken += active
+        _step(config, win, pick, live)
+        full = active & (taken == room)
+        if full.any():
+            snapshot[full] = live[full]
+            active &= ~full
+    snapshot[active] = live[active]
+    if picks:  # each image's standing selections are its first ``taken`` steps
+        steps, images = np.nonzero(np.arange(len(picks))[:, None] < taken)
+        at = (images, state.count[images] + steps)
+        state.picked[at] = win.index[images, np.stack(picks)[steps, images]]
+        state.picked_scores[at] = np.stack(scores)[steps, images]
+    state.count += taken
+    state.update(win.index, snapshot)
+    return taken
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor | None, config: PostprocessConfig,
-        window: int = FIRST_WINDOW) -> tuple[torch.Tensor, torch.Tensor]:
+        window: int = WINDOW) -> tuple[torch.Tensor, torch.Tensor]:
     """``boxes [B, N, 4]`` xyxy, ``scores [B, N]``, ``classes [B, N]`` (used unless the config is
     class-agnostic) → selected indices and scores ``[B, ≤max_detections]``, best first, padded
     with index 0 and score 0. The configured NMS over every box, run on windows (module docstring)."""
-    problem = _Problem(boxes, scores, classes, config)
-    batch, max_out, threshold, rows = problem.batch, config.max_detections, config.score_threshold, problem.rows
-    picked = np.zeros((batch, max_out), np.int64)
-    picked_scores = np.zeros((batch, max_out), np.float32)
-    count = np.zeros(batch, np.int64)
-    finished = np.full(batch, problem.total == 0)
-    size = min(window, problem.total)
+    state = _State(boxes, scores, classes, config)
+    finished = np.full(state.batch, state.total == 0)
+    size = min(window, state.total)
     while not finished.all():
-        win = _Window(problem, size)
-        live = _rebuilt(problem, win, picked, count)
-        active, taken = ~finished, np.zeros(batch, np.int64)
-        for _ in range(max_out - int(count[active].min())):
-            pick = live.argmax(1)
-            score, index = live[rows, pick], win.index[rows, pick]
-            # A selection stands while it beats the best box left out; the round ends for an image at
-            # the first that does not (its window must grow) or when its window has nothing left.
-            active &= (score > threshold) & (order_keys(score, index, problem.total) > win.bound)
-            if not active.any():
-                break
-            at = (rows[active], (count + taken)[active])
-            picked[at], picked_scores[at] = index[active], score[active]
-            taken += active
-            active &= count + taken < max_out
-            live = _suppressed(config, win, pick, live)
-        count += taken
-        finished = (count == max_out) | (win.bound_score <= threshold)
-        size = min(size * WINDOW_GROWTH, problem.total)
-    width = int(count.max()) if batch else 0
-    return (torch.from_numpy(picked[:, :width]).to(scores.device),
-            torch.from_numpy(picked_scores[:, :width]).to(scores.device))
+        win = _Window(state, size)
+        taken = _round(state, win, finished)
+        finished = (state.count == config.max_detections) | (win.bound_score <= config.score_threshold)
+        if (taken[~finished] < MIN_ROUND_SELECTIONS).any():
+            size = min(size * WINDOW_GROWTH, state.total)
+    width = int(state.count.max()) if state.batch else 0
+    return (torch.from_numpy(state.picked[:, :width]).to(scores.device),
+            torch.from_numpy(state.picked_scores[:, :width]).to(scores.device))

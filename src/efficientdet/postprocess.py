@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from . import box_coder
@@ -59,9 +60,26 @@ def best_class_per_anchor(cls_outputs: list[torch.Tensor], num_classes: int) -> 
 def best_logit_per_anchor(cls_outputs: list[torch.Tensor], num_classes: int) -> torch.Tensor:
     """Each anchor's best logit ``[B, N]``: :func:`best_class_per_anchor` without the class, which
     costs more than the maximum itself (an arg-max over strided memory); NMS does not need it, so
-    it is found afterwards for the few anchors kept (:func:`class_logits_at`)."""
+    it is found afterwards for the few anchors kept (:func:`class_logits_at`).
+
+    On the CPU the maximum is taken by numpy, over the memory as it lies (the class axis inner for
+    channels-last outputs, a row of pixels inner for NCHW ones): its reductions along either axis
+    run several times faster there than torch's, and this one reads every logit of the image.
+    """
+    if cls_outputs[0].device.type == "cpu" and cls_outputs[0].dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(np.concatenate([_numpy_best(x, num_classes) for x in cls_outputs], 1))
     return torch.cat([x.unflatten(1, (-1, num_classes)).amax(2).permute(0, 2, 3, 1).flatten(1)
                       for x in cls_outputs], 1)
+
+
+def _numpy_best(x: torch.Tensor, num_classes: int) -> np.ndarray:
+    """One level's ``[B, A·C, H, W]`` logits → each anchor's best ``[B, H·W·A]``, in anchor order."""
+    b, channels, h, w = x.shape
+    x = x.detach()
+    if x.is_contiguous(memory_format=torch.channels_last):  # [B, H, W, A·C] in memory
+        return x.permute(0, 2, 3, 1).numpy().reshape(b, h * w * channels // num_classes, num_classes).max(2)
+    best = x.contiguous().numpy().reshape(b, channels // num_classes, num_classes, h * w).max(2)  # [B, A, HW]
+    return best.transpose(0, 2, 1).reshape(b, -1)
 
 
 def class_logits_at(cls_outputs: list[torch.Tensor], index: torch.Tensor, num_classes: int) -> torch.Tensor:
