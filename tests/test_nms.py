@@ -162,3 +162,17 @@ def test_no_boxes_and_nothing_above_the_threshold():
     assert idx.shape == out.shape == (2, 0)
     idx, out = nms(torch.rand(2, 5, 4), torch.full((2, 5), 1e-4), None, config)
     assert out.shape == (2, 0)
+
+
+@pytest.mark.parametrize("method", ["gaussian", "hard"])
+def test_no_threshold_selects_every_box_once(method):
+    """The official hard NMS runs with score threshold -inf: fewer boxes than max_detections are
+    each selected once, however they overlap, and none twice."""
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10]]])
+    scores = torch.tensor([[0.5, 0.0, 0.25]])
+    config = PostprocessConfig(method=method, score_threshold=float("-inf"), soft_nms_sigma=0.005)
+    idx, out = nms(boxes, scores, None, config, window=1)
+    if method == "hard":  # the two others overlap the first beyond 0.5
+        assert idx[0].tolist() == [0]
+    else:
+        assert sorted(idx[0].tolist()) == [0, 1, 2] and out[0, 0] == 0.5

@@ -39,9 +39,9 @@ WINDOW = 512
 WINDOW_GROWTH = 8
 # A round that adds fewer selections than this to an unfinished image grows the window.
 MIN_ROUND_SELECTIONS = 8
-# The score of a selected or hard-suppressed box: below every score, and still negative (never
-# above the threshold) after any decay, which -inf would not be (-inf × 0 is NaN).
-DEAD = -1.0
+# The score of a selected or hard-suppressed box: below every score and every threshold (the
+# official "no threshold" is -inf). Decays are never 0 (see soft_decay), so it stays -inf.
+DEAD = -np.inf
 
 
 def box_planes(boxes: np.ndarray) -> np.ndarray:
@@ -65,8 +65,9 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def soft_decay(iou: np.ndarray, sigma: float) -> np.ndarray:
-    """exp(-IoU² / σ), the one expression both a step and bringing a window up to date use."""
-    return np.exp(-(iou * iou) / sigma)
+    """exp(-IoU² / σ), the one expression both a step and bringing a window up to date use; floored
+    at the smallest float (only a σ below 0.01 reaches it) so that -inf × decay is never NaN."""
+    return np.maximum(np.exp(-(iou * iou) / sigma), TINY)
 
 
 def order_keys(scores: np.ndarray, index: np.ndarray, total: int) -> np.ndarray:
