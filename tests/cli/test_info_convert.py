@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -25,9 +27,17 @@ def test_unknown_model_is_one_line_error(capsys):
     assert err.count("\n") == 1 and "unknown model 'efficientdet-d9'" in err and "efficientdet-lite4" in err
 
 
-def test_debug_shows_traceback():
+@pytest.mark.parametrize("argv", [["--debug", "info", "nope"], ["info", "nope", "--debug"]])
+def test_debug_shows_traceback_before_or_after_the_subcommand(argv):
     with pytest.raises(ValueError, match="unknown model"):
-        main(["--debug", "info", "nope"])
+        main(argv)
+
+
+def test_python_dash_m_efficientdet_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "efficientdet", "info", "efficientdet-lite0", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["parameters"] == 3_243_470
 
 
 def test_convert_official_to_safetensors_and_back(official_d0, tmp_path, capsys):
