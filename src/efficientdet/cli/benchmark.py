@@ -24,9 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark import cpu_name, run_benchmark
     from ..devices import resolve_device
 
+    device = resolve_device(args.device)  # before the model is built
     overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size else {}
     model = create_model(args.model, weights=args.weights, **overrides).eval()
-    device = resolve_device(args.device)
     result = run_benchmark(model, args.backend, args.batch_size, args.threads, device,
                            "float16" if args.half else "bfloat16" if args.bf16 else "float32", args.nms,
                            args.end_to_end, args.warmup, args.iterations)

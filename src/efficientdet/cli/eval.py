@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .predict import postprocess_overrides
+
 
 def run(args: argparse.Namespace) -> int:
     import torch
@@ -15,11 +17,16 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import coco_metrics, format_metrics, load_results
     from ..train.engine import coco_ground_truth, evaluate
 
+    # Options first: a bad one fails before the dataset is read.
+    nms = postprocess_overrides(args)
+    device = resolve_device(args.device) if args.predictions is None else None
     split = load_split(load_dataset_yaml(args.data), args.split)
     print(f"{args.split}: {split.report.summary()}")
     gt = coco_ground_truth(split)
     if args.predictions:
         results = load_results(args.predictions, [i["id"] for i in gt["images"]], split.label_ids)
+        if "score_threshold" in nms:  # as NMS keeps them: above the threshold
+            results = [r for r in results if r["score"] > nms["score_threshold"]]
         metrics = coco_metrics(gt, results)
     else:
         if not args.model or not args.weights:
@@ -30,17 +37,15 @@ def run(args: argparse.Namespace) -> int:
         from ..config import evaluation_postprocess, override
 
         model = create_model(args.model, weights=args.weights,
-                             **({"image_size": args.image_size} if args.image_size else {}))
+                             **({"image_size": args.image_size} if args.image_size is not None else {}))
         label_ids = None
         if model.config.num_classes == COCO_NUM_CLASSES and set(split.label_ids) <= set(range(1, 91)):
             label_ids = coco_label_space()[0]  # official checkpoints: output c is COCO id c + 1
         elif model.config.num_classes != split.num_classes:
             raise ValueError(f"{args.weights}: the model has {model.config.num_classes} classes, "
                              f"{args.data} has {split.num_classes}")
-        device = resolve_device(args.device)
         model.to(device)
-        cfg = override(model.config, method=args.nms, score_threshold=args.score_threshold) if args.nms \
-            else model.config
+        cfg = override(model.config, **nms)
         anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(device)
         dataset = DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
                                                                 cfg.preprocess.std), validate=True)
@@ -70,7 +75,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nms-scope", choices=["per-class", "global"], default="per-class",
                    help="per-class: official COCO evaluation (top 5000 anchor-class pairs, NMS per class); "
                         "global: the inference default (each anchor's best class, one class-agnostic NMS)")
-    p.add_argument("--score-threshold", type=float, default=0.001)
+    p.add_argument("--score-threshold", type=float,
+                   help="minimum score kept (default: the model's, 0.001); also filters --predictions")
     p.add_argument("--json", help="write the metrics (AP, AP50, AP75, APs, APm, APl, AR…) here")
     p.add_argument("--save-predictions", help="write the model's COCO results here")
     p.set_defaults(func=run)

@@ -10,8 +10,10 @@ import argparse
 import dataclasses
 import sys
 
-from ..config import get_config
+from ..config import PostprocessConfig, get_config
 from ..inference import BACKENDS, DEFAULT_MAX_VIDEO_FRAMES
+
+NMS_OPTIONS = ("score_threshold", "iou_threshold", "max_detections")
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -28,14 +30,23 @@ def parse_image_size(text: str) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+def nms_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The NMS values the user gave (``PostprocessConfig`` field → value), checked here, before any
+    work, by ``PostprocessConfig`` itself; the error names the option (``--score-threshold``)."""
+    changes = {f: getattr(args, f) for f in NMS_OPTIONS if getattr(args, f, None) is not None}
+    try:
+        PostprocessConfig(**changes)
+    except ValueError as e:
+        field, _, rest = str(e).partition(" ")
+        raise ValueError(f"--{field.replace('_', '-')} {rest}") from None
+    return changes
+
+
 def postprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The NMS settings the user gave (``PostprocessConfig`` field → value); unset ones keep the model's."""
-    changes: dict[str, object] = {}
+    changes = nms_overrides(args)
     if args.nms is not None:
-        changes["method"] = "gaussian" if args.nms == "soft" else "hard"
-    for field in ("score_threshold", "iou_threshold", "max_detections"):
-        if getattr(args, field) is not None:
-            changes[field] = getattr(args, field)
+        changes["method"] = "hard" if args.nms == "hard" else "gaussian"  # predict says soft, eval gaussian
     return changes
 
 
@@ -43,16 +54,11 @@ def precision(args: argparse.Namespace) -> str:
     return "float16" if args.half else "bfloat16" if args.bf16 else "float32"
 
 
-def build_predictor(args: argparse.Namespace):
+def build_predictor(args: argparse.Namespace, device, changes: dict[str, object]):
     """A :class:`~efficientdet.inference.Predictor` for the chosen backend, weights and options."""
-    import torch
-
     from .. import create_model
-    from ..devices import resolve_device
     from ..inference import Predictor
 
-    device = resolve_device(args.device)
-    changes = postprocess_overrides(args)
     if args.backend == "onnxruntime":
         return _onnx_predictor(args, device, changes)
     if args.model is None:
@@ -88,16 +94,20 @@ def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object]
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..devices import resolve_device
     from ..inference import Failure, OutputWriter, collect_sources, frame_budget, numeric_names, pixel_budget
 
+    # Options first: a bad one fails before any file is read or written.
     if args.model is not None:
-        get_config(args.model)  # an unknown name fails before any file is read
+        get_config(args.model)
+    changes = postprocess_overrides(args)
+    device = resolve_device(args.device)
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")
     max_pixels = pixel_budget(args.max_megapixels)
     max_frames = frame_budget(args.max_video_frames)
     sources = collect_sources(args.inputs)
-    predictor = build_predictor(args)
+    predictor = build_predictor(args, device, changes)
     failures, images, frames = [], 0, 0
     writer = OutputWriter(args.out, draw=not args.no_draw, draw_threshold=args.draw_threshold,
                           save_json=args.save_json, save_txt=args.save_txt, numeric_ids=numeric_names(sources))
