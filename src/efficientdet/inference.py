@@ -638,7 +638,9 @@ def numeric_names(sources: Sequence[Source]) -> bool:
     if any(s.is_video for s in sources):  # frames are numbered by a running index, which could collide
         return False
     stems = [Path(s.name).stem for s in sources]
-    return bool(stems) and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems)
+    # ASCII digits only: str.isdigit() also accepts '²' or '١', which int() may refuse or misread.
+    numeric = all(s.isascii() and s.isdigit() for s in stems)
+    return bool(stems) and numeric and len({int(s) for s in stems}) == len(stems)
 
 
 def pixel_budget(max_megapixels: float) -> int:

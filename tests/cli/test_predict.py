@@ -222,6 +222,16 @@ def test_numeric_file_names_become_coco_image_ids(photos, lite0_weights, tmp_pat
     assert not list(out.glob("*.jpg"))  # --no-draw
 
 
+@pytest.mark.parametrize("names, numeric", [
+    (["1.jpg", "02.jpg"], True), (["1.jpg", "01.jpg"], False), (["1.jpg", "².jpg"], False),
+    (["1.jpg", "١.jpg"], False), (["1.jpg", "a.jpg"], False),
+])
+def test_only_ascii_digit_names_become_image_ids(names, numeric):
+    from efficientdet.inference import Source, numeric_names
+
+    assert numeric_names([Source(Path(n), n) for n in names]) is numeric
+
+
 def test_pixel_limit_refuses_large_images(photos, lite0_weights, tmp_path, capsys):
     assert main(lite0_cli(lite0_weights, str(photos / "astronaut.jpg"), "--out", str(tmp_path),
                           "--max-megapixels", "0.1", "--strict")) == 1
