@@ -37,6 +37,13 @@ def test_eval_score_threshold_out_of_range_is_refused(value, tmp_path, monkeypat
     assert_user_error(run_cli(capsys, *EVAL, "--score-threshold", value), "eval", "--score-threshold", "[0, 1]")
 
 
+@pytest.mark.parametrize("command", [PREDICT, EVAL, BENCHMARK, EXPORT])
+@pytest.mark.parametrize("value", ["0", "-5", "0x320"])
+def test_image_size_must_be_positive(command, value, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert_user_error(run_cli(capsys, *command, "--image-size", value), command[0], "--image-size", value)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without a GPU")
 @pytest.mark.parametrize("command", [PREDICT, EVAL, BENCHMARK])
 @pytest.mark.parametrize("device, message", [("cuda", "no CUDA GPU"), ("foo", "unknown device 'foo'")])

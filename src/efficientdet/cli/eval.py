@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .predict import postprocess_overrides
+from .predict import parse_image_size, postprocess_overrides
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Options first: a bad one fails before the dataset is read.
     nms = postprocess_overrides(args)
+    overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size is not None else {}
     device = resolve_device(args.device) if args.predictions is None else None
     split = load_split(load_dataset_yaml(args.data), args.split)
     print(f"{args.split}: {split.report.summary()}")
@@ -36,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
         from ..coco import COCO_NUM_CLASSES, coco_label_space
         from ..config import evaluation_postprocess, override
 
-        model = create_model(args.model, weights=args.weights,
-                             **({"image_size": args.image_size} if args.image_size is not None else {}))
+        model = create_model(args.model, weights=args.weights, **overrides)
         label_ids = None
         if model.config.num_classes == COCO_NUM_CLASSES and set(split.label_ids) <= set(range(1, 91)):
             label_ids = coco_label_space()[0]  # official checkpoints: output c is COCO id c + 1
@@ -67,7 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model")
     p.add_argument("--weights")
     p.add_argument("--predictions", help="score this COCO-results JSON instead of running a model")
-    p.add_argument("--image-size", type=int)
+    p.add_argument("--image-size", help="network input N or HxW (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device")

@@ -54,22 +54,23 @@ def precision(args: argparse.Namespace) -> str:
     return "float16" if args.half else "bfloat16" if args.bf16 else "float32"
 
 
-def build_predictor(args: argparse.Namespace, device, changes: dict[str, object]):
+def build_predictor(args: argparse.Namespace, device, changes: dict[str, object],
+                    image_size: tuple[int, int] | None):
     """A :class:`~efficientdet.inference.Predictor` for the chosen backend, weights and options."""
     from .. import create_model
     from ..inference import Predictor
 
     if args.backend == "onnxruntime":
-        return _onnx_predictor(args, device, changes)
+        return _onnx_predictor(args, device, changes, image_size)
     if args.model is None:
         raise ValueError(f"--model is required with --backend {args.backend}")
-    overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size else {}
-    model = create_model(args.model, weights=args.weights, **overrides)
+    model = create_model(args.model, weights=args.weights, **({"image_size": image_size} if image_size else {}))
     post = dataclasses.replace(model.config.postprocess, **changes)
     return Predictor.from_model(model, args.backend, device, precision(args), post)
 
 
-def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object]):
+def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object],
+                    image_size: tuple[int, int] | None):
     from ..export import read_onnx_metadata
     from ..inference import Predictor
 
@@ -78,7 +79,7 @@ def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object]
     config, graph_post = read_onnx_metadata(args.weights)
     if args.model is not None and args.model != config.name:
         raise ValueError(f"{args.weights} holds {config.name}, not {args.model}")
-    if args.image_size and parse_image_size(args.image_size) != tuple(config.image_size):
+    if image_size and image_size != tuple(config.image_size):
         raise ValueError(f"{args.weights} was exported at {config.image_size[0]}x{config.image_size[1]}; "
                          f"re-export it for another --image-size")
     post = None
@@ -101,13 +102,14 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         get_config(args.model)
     changes = postprocess_overrides(args)
+    image_size = parse_image_size(args.image_size) if args.image_size is not None else None
     device = resolve_device(args.device)
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")
     max_pixels = pixel_budget(args.max_megapixels)
     max_frames = frame_budget(args.max_video_frames)
     sources = collect_sources(args.inputs)
-    predictor = build_predictor(args, device, changes)
+    predictor = build_predictor(args, device, changes, image_size)
     failures, images, frames = [], 0, 0
     writer = OutputWriter(args.out, draw=not args.no_draw, draw_threshold=args.draw_threshold,
                           save_json=args.save_json, save_txt=args.save_txt, numeric_ids=numeric_names(sources))
