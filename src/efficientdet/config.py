@@ -131,10 +131,12 @@ class PostprocessConfig:
         """Refuse values that NMS would accept silently and turn into nonsense (NaN compares false)."""
         if self.method not in ("gaussian", "hard"):
             raise ValueError(f"method must be 'gaussian' or 'hard', got {self.method!r}")
-        for name in ("score_threshold", "iou_threshold"):
-            value = getattr(self, name)
-            if not (isinstance(value, numbers.Real) and 0 <= value <= 1):
-                raise ValueError(f"{name} must be a number in [0, 1], got {value}")
+        # -inf is the official hard-NMS "no threshold" (the config's 0); any other value is a probability.
+        if not (isinstance(self.score_threshold, numbers.Real)
+                and (0 <= self.score_threshold <= 1 or self.score_threshold == -math.inf)):
+            raise ValueError(f"score_threshold must be a number in [0, 1] (or -inf: none), got {self.score_threshold}")
+        if not (isinstance(self.iou_threshold, numbers.Real) and 0 <= self.iou_threshold <= 1):
+            raise ValueError(f"iou_threshold must be a number in [0, 1], got {self.iou_threshold}")
         if not (isinstance(self.soft_nms_sigma, numbers.Real) and 0 < self.soft_nms_sigma < math.inf):
             raise ValueError(f"soft_nms_sigma must be a positive number, got {self.soft_nms_sigma}")
         if not isinstance(self.max_detections, numbers.Integral) or self.max_detections < 1:

@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -87,43 +87,75 @@ class Failure:
 
 
 def collect_sources(inputs: Sequence[str | os.PathLike]) -> list[Source]:
-    """Files as given, folders as their image and video files (sorted), globs as their matches.
+    """The sources of :func:`scan_inputs`, without the files it left out."""
+    return scan_inputs(inputs)[0]
+
+
+def scan_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Source], list[Path]]:
+    """(sources, files left out): files as given, globs as their matches, folders as the image and
+    video files in them and in all their subfolders (sorted); a folder's other files are left out.
 
     A path that does not exist, or a folder / glob with no image or video in it, is a user
-    error (``ValueError``): nothing would be processed for it. Output names are unique: a
-    repeated file name gets ``_1``, ``_2``, … before its suffix.
+    error (``ValueError``): nothing would be processed for it. Output names are unique: a file
+    in a folder keeps its path below that folder (``sub/a.jpg``), and a name already taken gets
+    ``_1``, ``_2``, … before its suffix.
     """
-    paths: list[Path] = []
+    found: list[tuple[Path, str]] = []
+    left_out: list[Path] = []
     for item in inputs:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
-            if not found:
-                raise ValueError(f"{path}: no image or video files in this folder")
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            media = [p for p in files if p.suffix.lower() in MEDIA_SUFFIXES]
+            if not media:
+                raise ValueError(f"{path}: no image or video files in this folder or its subfolders")
+            left_out.extend(p for p in files if p.suffix.lower() not in MEDIA_SUFFIXES)
+            found.extend((p, p.relative_to(path).as_posix()) for p in media)
         elif path.exists():
-            found = [path]
+            found.append((path, path.name))
         elif glob.has_magic(text):
-            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            if not found:
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not matches:
                 raise ValueError(f"{text}: no file matches this pattern")
+            found.extend((p, p.name) for p in matches)
         else:
             raise ValueError(f"{path}: no such file or directory")
-        paths.extend(found)
-    return _unique_names(paths)
+    return _unique_names(found), left_out
 
 
-def _unique_names(paths: list[Path]) -> list[Source]:
+def drawn_name(name: str) -> str:
+    """Where the annotated copy of ``name`` goes: a video as MP4, an image other than JPEG / PNG as PNG."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return str(PurePosixPath(name).with_suffix(".mp4"))
+    return name if suffix in (".jpg", ".jpeg", ".png") else f"{name}.png"
+
+
+def _unique_names(found: list[tuple[Path, str]]) -> list[Source]:
     used: set[str] = set()
     sources = []
-    for path in paths:
-        name, count = path.name, 0
-        while name.lower() in used:  # case-insensitively: outputs may land on such a file system
+    for path, name in found:
+        stem, count, candidate = name[: len(name) - len(path.suffix)], 0, name
+        # Case-insensitively, outputs may land on such a file system; the drawn copy counts too.
+        while {candidate.lower(), drawn_name(candidate).lower()} & used:
             count += 1
-            name = f"{path.stem}_{count}{path.suffix}"
-        used.add(name.lower())
-        sources.append(Source(path, name))
+            candidate = f"{stem}_{count}{path.suffix}"
+        used |= {candidate.lower(), drawn_name(candidate).lower()}
+        sources.append(Source(path, candidate))
     return sources
+
+
+def check_out_dir(out_dir: str | os.PathLike, sources: Sequence[Source]) -> None:
+    """Refuse an output folder that is a file, or that holds an input at any depth: the outputs
+    written there (annotated copies, ``detections.json``, ``labels/``) could overwrite it."""
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out_dir}: exists and is not a folder; the output must go to a folder")
+    for source in sources:
+        if out in source.path.resolve().parents:
+            raise ValueError(f"output folder {out_dir} holds the input {source.path}; "
+                             f"choose another output folder so that no input can be overwritten")
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -528,6 +560,7 @@ class OutputWriter:
     """Writes predictions under ``out_dir`` as they arrive; :meth:`close` writes the JSON summaries.
 
     * ``<name>`` — the image with its detections drawn (``<stem>.mp4`` for a video), unless ``draw`` is off;
+      ``<name>`` keeps a file's path below the input folder it was found in (``sub/a.jpg``);
     * ``detections.json`` — COCO results (``image_id``, ``category_id``, ``bbox`` xywh, ``score``), and
       ``images.json`` — the COCO ``images`` entries naming each ``image_id``'s file (and frame): the id is
       the file name's number when every image name is one (COCO's own files), else a running index;
@@ -575,30 +608,34 @@ class OutputWriter:
             raise ValueError("predictions carry no image to draw: predict with keep_images=True")
         return draw_detections(pred.image, pred.boxes, pred.scores, pred.labels, pred.names, self.draw_threshold)
 
+    def _path(self, name: str) -> Path:
+        """``out_dir / name``, its folder created: names keep an input's path below its folder."""
+        path = self.out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _write_image(self, pred: Prediction) -> None:
         from PIL import Image
 
-        target = self.out_dir / pred.source.name
         if self.draw:
-            suffix = target.suffix.lower()
-            fmt = "JPEG" if suffix in (".jpg", ".jpeg") else "PNG"
-            path = target if fmt == "JPEG" or suffix == ".png" else target.with_name(target.name + ".png")
+            path = self._path(drawn_name(pred.source.name))
+            fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
             Image.fromarray(self._drawn(pred)).save(path, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
         if self.save_json:
             record = {"file": str(pred.source.path), "width": pred.width, "height": pred.height,
                       "detections": _detections_json(pred)}
-            (self.out_dir / "labels" / f"{pred.source.name}.json").write_text(json.dumps(record, indent=1))
+            self._path(f"labels/{pred.source.name}.json").write_text(json.dumps(record, indent=1))
         if self.save_txt:
             lines = [_txt_line(pred, i) for i in range(len(pred.scores))]
-            (self.out_dir / "labels" / f"{pred.source.name}.txt").write_text("".join(lines))
+            self._path(f"labels/{pred.source.name}.txt").write_text("".join(lines))
 
     def _write_frame(self, pred: Prediction) -> None:
         if self._video is None or self._video[0] != pred.source:
             self._finish_video()
             writer = None
             if self.draw:
-                path = self.out_dir / (Path(pred.source.name).stem + ".mp4")
-                writer = VideoWriter(path, pred.fps or 25.0, pred.width, pred.height)
+                writer = VideoWriter(self._path(drawn_name(pred.source.name)), pred.fps or 25.0, pred.width,
+                                     pred.height)
             self._video = (pred.source, writer, [], [])
         _, writer, frames, lines = self._video
         if writer is not None:
@@ -617,9 +654,9 @@ class OutputWriter:
             writer.close()
         if self.save_json:
             record = {"file": str(source.path), "frames": frames}
-            (self.out_dir / "labels" / f"{source.name}.json").write_text(json.dumps(record, indent=1))
+            self._path(f"labels/{source.name}.json").write_text(json.dumps(record, indent=1))
         if self.save_txt:
-            (self.out_dir / "labels" / f"{source.name}.txt").write_text("".join(lines))
+            self._path(f"labels/{source.name}.txt").write_text("".join(lines))
 
     def close(self) -> None:
         self._finish_video()

@@ -2,6 +2,9 @@
 
 Writes annotated images / videos, ``detections.json`` (COCO results) and ``images.json`` to
 ``--out``; unreadable files are named on stderr and skipped (exit 1 only with ``--strict``).
+Folders are searched with all their subfolders for image and video files; outputs keep each
+file's path below the folder, and the other files found are counted as not read. ``--out`` may
+not be, or lie above, a folder holding an input: nothing is ever written over an input.
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..devices import resolve_device
-    from ..inference import Failure, OutputWriter, collect_sources, frame_budget, numeric_names, pixel_budget
+    from ..inference import Failure, OutputWriter, check_out_dir, frame_budget, numeric_names, pixel_budget, scan_inputs
 
     # Options first: a bad one fails before any file is read or written.
     if args.model is not None:
@@ -108,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")
     max_pixels = pixel_budget(args.max_megapixels)
     max_frames = frame_budget(args.max_video_frames)
-    sources = collect_sources(args.inputs)
+    sources, left_out = scan_inputs(args.inputs)
+    check_out_dir(args.out, sources)
     predictor = build_predictor(args, device, changes, image_size)
     failures, images, frames = [], 0, 0
     writer = OutputWriter(args.out, draw=not args.no_draw, draw_threshold=args.draw_threshold,
@@ -125,18 +129,20 @@ def run(args: argparse.Namespace) -> int:
             frames += item.frame is not None
             images += item.frame is None
     print(f"{images} images and {frames} video frames → {args.out} "
-          f"({len(writer.results)} detections in detections.json); {len(failures)} files skipped")
+          f"({len(writer.results)} detections in detections.json); {len(failures)} files skipped, "
+          f"{len(left_out)} other files in the folders not read (not image or video suffixes)")
     return 1 if failures and args.strict else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="detect objects in images, folders, globs and videos",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="image or video files, folders, or glob patterns (quoted)")
+    p.add_argument("inputs", nargs="+", help="image or video files, folders (searched with their subfolders; "
+                   "outputs keep the path below the folder), or glob patterns (quoted)")
     p.add_argument("--model", help="variant, e.g. efficientdet-d0 (read from the file for --backend onnxruntime)")
     p.add_argument("--weights", required=True,
                    help="official checkpoint dir, .safetensors or effdet .pth; the .onnx file for onnxruntime")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder; may not hold any input")
     p.add_argument("--backend", choices=BACKENDS, default="eager")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     dtype = p.add_mutually_exclusive_group()
