@@ -29,14 +29,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .anchors import generate_anchors
-from .coco import COCO_NUM_CLASSES, coco_label_space
+from .coco import LabelSpace
 from .config import ModelConfig, PostprocessConfig
 from .data.transforms import DEFAULT_MAX_PIXELS, read_image
-from .detector import preprocess, to_chw_tensor
+from .detector import clip_boxes, label_space, preprocess, to_chw_tensor
 from .devices import default_device, resolve_device
 from .fuse import fuse_model
 from .model import EfficientDet
 from .postprocess import Detections, postprocess
+from .weights import stored_labels
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
@@ -224,19 +225,6 @@ def onnx_network(session: Any, config: ModelConfig, graph_nms: bool) -> Network:
     return run
 
 
-def label_space(config: ModelConfig, label_ids: Sequence[int] | None = None,
-                class_names: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
-    """Ids and names of the model's outputs: COCO's for a 90-class model unless given (as ``Detector``)."""
-    if label_ids is None and class_names is None and config.num_classes == COCO_NUM_CLASSES:
-        return coco_label_space()
-    ids = list(label_ids) if label_ids is not None else list(range(config.num_classes))
-    names = list(class_names) if class_names is not None else [str(i) for i in ids]
-    if len(ids) != config.num_classes or len(names) != config.num_classes:
-        raise ValueError(f"label_ids ({len(ids)}) and class_names ({len(names)}) must have "
-                         f"num_classes={config.num_classes} entries")
-    return ids, names
-
-
 class Predictor:
     """Preprocess → network (any backend) → decode + NMS, in batches; boxes in original pixels.
 
@@ -246,7 +234,7 @@ class Predictor:
 
     def __init__(self, config: ModelConfig, network: Network, postprocess_config: PostprocessConfig | None = None,
                  device: torch.device | None = None, label_ids: Sequence[int] | None = None,
-                 class_names: Sequence[str] | None = None, graph_nms: bool = False):
+                 class_names: Sequence[str] | None = None, graph_nms: bool = False, labels: LabelSpace | None = None):
         self.config = config
         self.network = network
         self.postprocess_config = postprocess_config or config.postprocess
@@ -254,7 +242,8 @@ class Predictor:
         self.graph_nms = graph_nms
         self.anchors = generate_anchors(config.image_size, config.min_level, config.max_level,
                                         config.anchors).to(self.device)
-        self.label_ids, self.class_names = label_space(config, label_ids, class_names)
+        # ``labels``: those stored with the weights; ``label_ids`` / ``class_names`` replace them.
+        self.label_ids, self.class_names = label_space(config.num_classes, labels, label_ids, class_names)
 
     @classmethod
     def from_model(cls, model: EfficientDet, backend: str = "eager", device: str | torch.device | None = None,
@@ -263,7 +252,7 @@ class Predictor:
         device = resolve_device(device)
         dtype = check_precision(precision, device)
         network = torch_network(model.eval(), backend, device, dtype, channels_last)
-        return cls(model.config, network, postprocess_config, device, **labels)
+        return cls(model.config, network, postprocess_config, device, labels=stored_labels(model), **labels)
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, device: str | torch.device | None = None,
@@ -274,7 +263,7 @@ class Predictor:
         With NMS in the graph, that NMS (hard, fixed at export) is used and ``postprocess_config``
         may not ask for another kind.
         """
-        from .export import read_onnx_metadata
+        from .export import read_onnx_labels, read_onnx_metadata
 
         config, graph_post = read_onnx_metadata(path)
         device = resolve_device(device or "cpu")
@@ -285,7 +274,7 @@ class Predictor:
         network = onnx_network(onnx_session(path, device, threads), config, graph_nms)
         # Outputs come back as numpy on the host: postprocessing runs there.
         return cls(config, network, graph_post or postprocess_config, torch.device("cpu"), graph_nms=graph_nms,
-                   **labels)
+                   labels=read_onnx_labels(path), **labels)
 
     def preprocess(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return preprocess(list(images), self.config.image_size, self.config.preprocess)
@@ -309,15 +298,18 @@ class Predictor:
         single = not isinstance(images, (list, tuple))
         tensors = [to_chw_tensor(i) for i in ([images] if single else images)]
         dets = self.detect(*self.preprocess(tensors))
-        results = [self._unpad(dets, b) for b in range(len(tensors))]
+        results = [self._unpad(dets, b, t.shape[1], t.shape[2]) for b, t in enumerate(tensors)]
         results = [{"boxes": r[0], "scores": r[1], "labels": r[2], "names": r[3]} for r in results]
         return results[0] if single else results
 
-    def _unpad(self, dets: Detections, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    def _unpad(self, dets: Detections, b: int, height: int,
+               width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """Image ``b``'s valid rows: boxes clipped to its ``height`` × ``width``, classes as label ids and names."""
         n = int(dets.num_valid[b])
         classes = dets.classes[b, :n].cpu().tolist()
         labels = torch.tensor([self.label_ids[c] for c in classes], dtype=torch.int64)
-        return dets.boxes[b, :n].cpu(), dets.scores[b, :n].cpu(), labels, [self.class_names[c] for c in classes]
+        boxes = clip_boxes(dets.boxes[b, :n].cpu(), height, width)
+        return boxes, dets.scores[b, :n].cpu(), labels, [self.class_names[c] for c in classes]
 
     def predict_sources(self, sources: Sequence[Source], batch_size: int = 8, workers: int = 1,
                         keep_images: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -372,7 +364,7 @@ class Predictor:
                 if isinstance(item, Failure):
                     yield item
                     continue
-                boxes, scores, labels, names = self._unpad(dets, row)
+                boxes, scores, labels, names = self._unpad(dets, row, item.height, item.width)
                 row += 1
                 yield Prediction(item.source, item.frame, item.height, item.width, boxes, scores, labels, names,
                                  item.image, item.fps)

@@ -34,16 +34,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give --model and --weights, or --predictions RESULTS.json")
         from .. import create_model
         from ..anchors import generate_anchors
-        from ..coco import COCO_NUM_CLASSES, coco_label_space
         from ..config import evaluation_postprocess, override
 
         model = create_model(args.model, weights=args.weights, **overrides)
-        label_ids = None
-        if model.config.num_classes == COCO_NUM_CLASSES and set(split.label_ids) <= set(range(1, 91)):
-            label_ids = coco_label_space()[0]  # official checkpoints: output c is COCO id c + 1
-        elif model.config.num_classes != split.num_classes:
-            raise ValueError(f"{args.weights}: the model has {model.config.num_classes} classes, "
-                             f"{args.data} has {split.num_classes}")
+        label_ids = model_label_ids(model, split, args)
         model.to(device)
         cfg = override(model.config, **nms)
         anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(device)
@@ -58,6 +52,28 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2))
     return 0
+
+
+def model_label_ids(model, split, args: argparse.Namespace) -> list[int] | None:
+    """The split's category id of each model output: those stored with the weights (training's),
+    else COCO's for a 90-class model on a COCO-id dataset (official checkpoints: output c is id
+    c + 1), else None (output c is the split's c-th category, which needs as many classes)."""
+    from ..coco import COCO_NUM_CLASSES, coco_label_space
+    from ..weights import stored_labels
+
+    stored = stored_labels(model)
+    if stored is not None:
+        unknown = sorted(set(stored.ids) - set(split.label_ids))
+        if unknown:
+            raise ValueError(f"{args.weights}: trained on category ids {unknown} that {args.data} does not have "
+                             f"(it has {split.label_ids})")
+        return list(stored.ids)
+    if model.config.num_classes == COCO_NUM_CLASSES and set(split.label_ids) <= set(range(1, 91)):
+        return coco_label_space()[0]
+    if model.config.num_classes != split.num_classes:
+        raise ValueError(f"{args.weights}: the model has {model.config.num_classes} classes, "
+                         f"{args.data} has {split.num_classes}")
+    return None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

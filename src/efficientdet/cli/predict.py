@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..devices import resolve_device
-    from ..inference import Failure, OutputWriter, check_out_dir, frame_budget, numeric_names, pixel_budget, scan_inputs
+    from ..inference import (Failure, OutputWriter, check_out_dir, frame_budget, numeric_names, pixel_budget,
+                             scan_inputs)
 
     # Options first: a bad one fails before any file is read or written.
     if args.model is not None:
