@@ -10,8 +10,6 @@ from .predict import parse_image_size, postprocess_overrides
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
     from ..devices import resolve_device
     from ..evaluate import coco_metrics, format_metrics, load_results
