@@ -77,3 +77,19 @@ def test_bad_label_space_and_images():
 def test_coco_label_space_by_default():
     det = Detector(create_model("efficientdet-lite0"))
     assert det.label_ids[0] == 1 and det.class_names[0] == "person" and det.class_names[11] == "unused-12"
+
+
+def test_boxes_lie_within_the_original_image_while_postprocess_keeps_the_official_numbers():
+    """At 128² a 160×90 image is padded at the bottom: postprocess clips to the padded input and
+    scales back (the official numbers, kept), which overruns the image; what users get does not."""
+    from efficientdet.inference import Predictor
+
+    model = lively(create_model("efficientdet-lite0", num_classes=3, image_size=128))
+    image = np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    detector = Detector(model)
+    raw = detector.detect_batch([image])
+    assert raw.boxes[0, : int(raw.num_valid[0]), 3].max() > 90
+    for run in (detector, Predictor.from_model(model, device="cpu")):
+        boxes = run(image)["boxes"]
+        assert len(boxes) > 0 and boxes.min() >= 0
+        assert boxes[:, [0, 2]].max() <= 160 and boxes[:, [1, 3]].max() <= 90

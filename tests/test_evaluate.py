@@ -52,7 +52,14 @@ def test_perfect_and_empty_predictions():
     perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
                for a in gt["annotations"]]
     assert coco_metrics(gt, perfect)["AP"] == pytest.approx(1.0)
-    assert coco_metrics(gt, []) == {k: 0.0 for k in METRIC_KEYS}
+
+def test_empty_results_score_zero_where_there_is_ground_truth_and_minus_one_where_there_is_none():
+    gt, _ = synthetic_coco(2, images=3)
+    for a in gt["annotations"]:  # every object medium-sized: no small or large ones
+        a["area"] = 2000.0
+    metrics = coco_metrics(gt, [])
+    assert {k for k, v in metrics.items() if v == -1} == {"APs", "APl", "ARs", "ARl"}
+    assert all(v == 0 for k, v in metrics.items() if v != -1)
 
 
 def test_results_from_detections_converts_xyxy():
@@ -68,6 +75,14 @@ def test_results_from_detections_converts_xyxy():
     ('[{"image_id": 1, "category_id": 4, "bbox": [0, 0, 1, 1], "score": 1}]', "category_id 4 is not in"),
     ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1], "score": 1}]', "bbox must be 4 finite numbers"),
     ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, NaN, 1], "score": 1}]', "bbox must be 4 finite"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 1},'
+     ' {"image_id": 1, "category_id": 3, "bbox": [5, 5, -2, 1], "score": 1}]', "entry 1: bbox width and height"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, -1], "score": 1}]', "entry 0: bbox width and height"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": NaN}]', "entry 0: score must be"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": "0.9"}]', "entry 0: score must be"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": null}]', "entry 0: score must be"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 1.5}]', "entry 0: score must be"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": -0.1}]', "entry 0: score must be"),
 ])
 def test_bad_results_files_are_named(tmp_path, content, match):
     path = tmp_path / "results.json"

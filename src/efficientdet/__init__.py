@@ -19,19 +19,27 @@ def create_model(name: str, num_classes: int | None = None, weights: str | os.Pa
     ``create_model("efficientdet-d0", num_classes=20, image_size=640)``;
     ``create_model("efficientdet-d0", weights="efficientdet-d0/")`` (official checkpoint directory),
     ``weights="d0.safetensors"`` (ours: ``num_classes`` defaults to the file's) or an effdet ``.pth``.
+    A trained ``.safetensors`` also holds its dataset's category ids and names: they are kept as
+    ``model.labels`` (a :class:`~efficientdet.coco.LabelSpace`), which ``Detector``, ``predict``,
+    ``eval`` and ``export`` use.
     """
     config = get_config(name)
-    if num_classes is None and weights is not None and str(weights).endswith(".safetensors"):
-        from .weights import read_metadata
+    meta = None
+    if weights is not None and str(weights).endswith(".safetensors"):
+        from .weights import read_own_metadata
 
-        num_classes = int(read_metadata(weights).get("num_classes", config.num_classes))
+        meta = read_own_metadata(weights)
+        if num_classes is None:
+            num_classes = int(meta["num_classes"])
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if overrides:
         config = override(config, **overrides)
     model = EfficientDet(config)
     if weights is not None:
-        from .weights import load_weights
+        from .weights import load_weights, read_label_space
 
         load_weights(model, weights)
+        if meta is not None:
+            model.labels = read_label_space(weights, meta, config.num_classes)
     return model

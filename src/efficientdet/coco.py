@@ -1,4 +1,4 @@
-"""COCO's label space as the official checkpoints predict it.
+"""Label spaces: what each model output means; COCO's as the official checkpoints predict it.
 
 The official models have 90 outputs: output ``c`` is COCO category id ``c + 1``
 (``CLASS_OFFSET = 1`` in ``tf2/postprocess.py``). Ten ids of 1..90 are unused by COCO 2017
@@ -6,6 +6,8 @@ and have no name; detections of them are kept, named ``"unused-<id>"``.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 COCO_CATEGORIES: dict[int, str] = {
     1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train", 8: "truck",
@@ -29,3 +31,16 @@ def coco_label_space() -> tuple[list[int], list[str]]:
     """(category id, name) for each of the 90 outputs of an official checkpoint."""
     ids = list(range(1, COCO_NUM_CLASSES + 1))
     return ids, [COCO_CATEGORIES.get(i, f"unused-{i}") for i in ids]
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpace:
+    """Output ``c`` is category ``ids[c]`` named ``names[c]``: training stores its dataset's with the
+    weights, so that detections carry the dataset's own ids and names, not output indices."""
+
+    ids: tuple[int, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.names):
+            raise ValueError(f"label_ids ({len(self.ids)}) and names ({len(self.names)}) must have as many entries")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -125,6 +126,23 @@ class PostprocessConfig:
     max_detections: int = 100
     pre_nms_top_k: int = 0  # 0 keeps every anchor, as the official default does
     class_agnostic: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse values that NMS would accept silently and turn into nonsense (NaN compares false)."""
+        if self.method not in ("gaussian", "hard"):
+            raise ValueError(f"method must be 'gaussian' or 'hard', got {self.method!r}")
+        # -inf is the official hard-NMS "no threshold" (the config's 0); any other value is a probability.
+        if not (isinstance(self.score_threshold, numbers.Real)
+                and (0 <= self.score_threshold <= 1 or self.score_threshold == -math.inf)):
+            raise ValueError(f"score_threshold must be a number in [0, 1] (or -inf: none), got {self.score_threshold}")
+        if not (isinstance(self.iou_threshold, numbers.Real) and 0 <= self.iou_threshold <= 1):
+            raise ValueError(f"iou_threshold must be a number in [0, 1], got {self.iou_threshold}")
+        if not (isinstance(self.soft_nms_sigma, numbers.Real) and 0 < self.soft_nms_sigma < math.inf):
+            raise ValueError(f"soft_nms_sigma must be a positive number, got {self.soft_nms_sigma}")
+        if not isinstance(self.max_detections, numbers.Integral) or self.max_detections < 1:
+            raise ValueError(f"max_detections must be an integer >= 1, got {self.max_detections}")
+        if not isinstance(self.pre_nms_top_k, numbers.Integral) or self.pre_nms_top_k < 0:
+            raise ValueError(f"pre_nms_top_k must be an integer >= 0 (0: every anchor), got {self.pre_nms_top_k}")
 
 
 def evaluation_postprocess(post: PostprocessConfig) -> PostprocessConfig:
@@ -307,8 +325,6 @@ def validate(config: ModelConfig) -> None:
         raise ValueError(f"bifpn.fusion must be 'fastattn', 'attn' or 'sum', got {config.bifpn.fusion!r}")
     if config.act not in ("swish", "relu6", "relu"):
         raise ValueError(f"act must be 'swish', 'relu6' or 'relu', got {config.act!r}")
-    if config.postprocess.method not in ("gaussian", "hard"):
-        raise ValueError(f"postprocess.method must be 'gaussian' or 'hard', got {config.postprocess.method!r}")
 
 
 def feature_sizes(image_size: tuple[int, int], max_level: int) -> list[tuple[int, int]]:

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from .anchors import generate_anchors
-from .coco import COCO_NUM_CLASSES, coco_label_space
+from .coco import COCO_NUM_CLASSES, LabelSpace, coco_label_space
 from .config import PostprocessConfig, PreprocessConfig
 from .model import EfficientDet
 from .postprocess import Detections, postprocess
+from .weights import stored_labels
 
 
 def resize_scale(height: int, width: int, out_size: tuple[int, int]) -> tuple[float, int, int]:
@@ -49,6 +50,31 @@ def preprocess(
     return torch.stack(batch), torch.tensor(scales, dtype=torch.float32)
 
 
+def label_space(num_classes: int, stored: LabelSpace | None = None, label_ids: Sequence[int] | None = None,
+                class_names: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
+    """Ids and names of a model's outputs: those given (either replaces ``stored``), else those
+    stored with its weights, else COCO's for a 90-class model (official checkpoints: output ``c``
+    is category id ``c + 1``), else ids ``0..C-1`` named by their index."""
+    if label_ids is None and class_names is None:
+        if stored is not None:
+            label_ids, class_names = stored.ids, stored.names
+        elif num_classes == COCO_NUM_CLASSES:
+            return coco_label_space()
+    ids = list(label_ids) if label_ids is not None else list(range(num_classes))
+    names = list(class_names) if class_names is not None else [str(i) for i in ids]
+    if len(ids) != num_classes or len(names) != num_classes:
+        raise ValueError(f"label_ids ({len(ids)}) and class_names ({len(names)}) must have "
+                         f"num_classes={num_classes} entries")
+    return ids, names
+
+
+def clip_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[K, 4]`` xyxy clipped to a ``height`` × ``width`` image. ``postprocess`` clips to the padded
+    network input, as the official code does; scaled back, that overruns the image on its padded side."""
+    limit = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    return torch.minimum(boxes.clamp(min=0), limit)
+
+
 def to_chw_tensor(image: Any) -> torch.Tensor:
     """PIL image, ``[H, W, 3]`` numpy array or ``[3, H, W]`` tensor → ``[3, H, W]`` uint8 RGB tensor."""
     if isinstance(image, torch.Tensor):
@@ -67,9 +93,9 @@ def to_chw_tensor(image: Any) -> torch.Tensor:
 class Detector:
     """A model plus its anchors, pre/postprocessing and label space; ``detector(images)`` → dicts.
 
-    ``label_ids``/``class_names`` name the model's outputs; a 90-class model defaults to the
-    COCO label space of the official checkpoints (output ``c`` is category id ``c + 1``), any
-    other model to ids ``0..C-1`` named by their index.
+    ``label_ids``/``class_names`` name the model's outputs; by default those stored with its
+    weights (``create_model(weights=…)`` keeps them), else COCO's for a 90-class model, else
+    ids ``0..C-1`` named by their index (:func:`label_space`).
     """
 
     def __init__(self, model: EfficientDet, postprocess_config: PostprocessConfig | None = None,
@@ -82,15 +108,8 @@ class Detector:
         cfg = model.config
         self.postprocess_config = postprocess_config or cfg.postprocess
         self.anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(self.device)
-        if label_ids is None and class_names is None and cfg.num_classes == COCO_NUM_CLASSES:
-            label_ids, class_names = coco_label_space()
-        self.label_ids = list(label_ids) if label_ids is not None else list(range(cfg.num_classes))
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in self.label_ids]
-        if len(self.label_ids) != cfg.num_classes or len(self.class_names) != cfg.num_classes:
-            raise ValueError(
-                f"label_ids ({len(self.label_ids)}) and class_names ({len(self.class_names)}) must have "
-                f"num_classes={cfg.num_classes} entries"
-            )
+        self.label_ids, self.class_names = label_space(cfg.num_classes, stored_labels(model), label_ids,
+                                                       class_names)
 
     @torch.inference_mode()
     def detect_batch(self, images: list[torch.Tensor]) -> Detections:
@@ -104,14 +123,16 @@ class Detector:
 
     def __call__(self, images: Any) -> Any:
         """One image → a dict, a list → a list of dicts: ``boxes [K, 4]`` xyxy in original pixels,
-        ``scores [K]``, ``labels [K]`` (label ids), ``names`` (K strings)."""
+        ``scores [K]``, ``labels [K]`` (label ids), ``names`` (K strings); boxes lie within the image."""
         single = not isinstance(images, (list, tuple))
-        dets = self.detect_batch([images] if single else list(images))
+        tensors = [to_chw_tensor(i) for i in ([images] if single else images)]
+        dets = self.detect_batch(tensors)
         ids = torch.tensor(self.label_ids)
         results = []
-        for b in range(dets.boxes.shape[0]):
+        for b, image in enumerate(tensors):
             n = int(dets.num_valid[b])
             classes = dets.classes[b, :n].cpu()
-            results.append({"boxes": dets.boxes[b, :n].cpu(), "scores": dets.scores[b, :n].cpu(),
+            boxes = clip_boxes(dets.boxes[b, :n].cpu(), image.shape[1], image.shape[2])
+            results.append({"boxes": boxes, "scores": dets.scores[b, :n].cpu(),
                             "labels": ids[classes], "names": [self.class_names[c] for c in classes.tolist()]})
         return results[0] if single else results

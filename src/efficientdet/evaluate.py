@@ -54,6 +54,11 @@ def load_results(path: str | Path, valid_image_ids: Iterable[int], valid_categor
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
                 and all(np.isfinite(bbox))):
             raise ValueError(f"{path}: entry {i}: bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        if bbox[2] < 0 or bbox[3] < 0:
+            raise ValueError(f"{path}: entry {i}: bbox width and height must be >= 0, got {bbox!r}")
+        score = r["score"]
+        if not (isinstance(score, (int, float)) and not isinstance(score, bool) and 0 <= score <= 1):
+            raise ValueError(f"{path}: entry {i}: score must be a number in [0, 1], got {score!r}")
     return results
 
 
@@ -61,8 +66,8 @@ def coco_metrics(ground_truth: dict, results: list[dict]) -> dict[str, float]:
     """The 12 COCO box metrics (AP@[.5:.95], AP50, AP75, AP by size, AR@1/10/100, AR by size)."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    if not results:  # COCO tools refuse an empty result list; no detections means zero everywhere
-        return {k: 0.0 for k in METRIC_KEYS}
+    # No results is scored too (faster-coco-eval accepts it, pycocotools does not): 0 where there is
+    # ground truth, -1 where there is none, as for any other results.
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(ground_truth)
         dt = gt.loadRes(results)

@@ -12,7 +12,8 @@ That NMS is *hard* NMS: ONNX has no soft-NMS operator, so a file with NMS inside
 official soft-NMS default. ``NonMaxSuppression`` is appended to the exported network with
 ``onnx.helper``, since ``torch.onnx`` has no ONNX NMS to trace into.
 
-The model's config travels in the ONNX metadata, so a file can be run without naming the model.
+The model's config (and the label space of its weights) travels in the ONNX metadata, so a file
+can be run without naming the model and gives the dataset's category ids and names.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from torch import nn
 
 from . import box_coder
 from .anchors import generate_anchors
+from .coco import LabelSpace
 from .config import ModelConfig, PostprocessConfig
 from .fuse import fuse_model
 from .model import EfficientDet
 from .postprocess import best_class_per_anchor, flatten_levels
+from .weights import label_metadata, read_label_space, stored_labels
 
 FORMATS = ("onnx", "torchscript", "torch-export")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch-export": ".pt2"}
@@ -40,6 +43,7 @@ INPUT_NAME = "images"
 DETECTION_OUTPUTS = ("boxes", "scores", "classes", "num_valid")
 METADATA_KEY = "efficientdet.config"
 NMS_METADATA_KEY = "efficientdet.nms"
+LABEL_METADATA_PREFIX = "efficientdet."  # efficientdet.label_ids, efficientdet.names: as in our safetensors
 
 
 def raw_output_names(config: ModelConfig) -> list[str]:
@@ -163,7 +167,8 @@ def export_onnx(model: EfficientDet, path: Path, *, nms: bool = False,
     proto = program.model_proto
     if nms:
         _append_nms(proto, post, model.config.image_size)
-    meta = {METADATA_KEY: config_to_json(model.config)}
+    meta = {METADATA_KEY: config_to_json(model.config),
+            **{LABEL_METADATA_PREFIX + k: v for k, v in label_metadata(stored_labels(model)).items()}}
     if nms:
         meta[NMS_METADATA_KEY] = json.dumps(dataclasses.asdict(post))
     onnx.helper.set_model_props(proto, meta)
@@ -246,8 +251,7 @@ def _ensure_opset(proto: Any, minimum: int) -> None:
             raise ValueError(f"the exported graph has opset {opset.version}; NMS needs at least {minimum}")
 
 
-def read_onnx_metadata(path: str | os.PathLike) -> tuple[ModelConfig, PostprocessConfig | None]:
-    """(model config, in-graph NMS config or None) of a file written by :func:`export_onnx`."""
+def _onnx_properties(path: str | os.PathLike) -> dict[str, str]:
     import onnx
 
     try:
@@ -257,6 +261,20 @@ def read_onnx_metadata(path: str | os.PathLike) -> tuple[ModelConfig, Postproces
     props = {p.key: p.value for p in proto.metadata_props}
     if METADATA_KEY not in props:
         raise ValueError(f"{path}: no {METADATA_KEY} metadata; export it with 'efficientdet export'")
+    return props
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> tuple[ModelConfig, PostprocessConfig | None]:
+    """(model config, in-graph NMS config or None) of a file written by :func:`export_onnx`."""
+    props = _onnx_properties(path)
     config = config_from_json(props[METADATA_KEY])
     nms = props.get(NMS_METADATA_KEY)
     return config, (PostprocessConfig(**json.loads(nms)) if nms else None)
+
+
+def read_onnx_labels(path: str | os.PathLike) -> LabelSpace | None:
+    """The label space exported with the model (that of its weights), or None when it had none."""
+    props = _onnx_properties(path)
+    config = config_from_json(props[METADATA_KEY])
+    labels = {k: props[LABEL_METADATA_PREFIX + k] for k in ("label_ids", "names") if LABEL_METADATA_PREFIX + k in props}
+    return read_label_space(path, labels, config.num_classes)

@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -29,14 +29,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .anchors import generate_anchors
-from .coco import COCO_NUM_CLASSES, coco_label_space
+from .coco import LabelSpace
 from .config import ModelConfig, PostprocessConfig
 from .data.transforms import DEFAULT_MAX_PIXELS, read_image
-from .detector import preprocess, to_chw_tensor
+from .detector import clip_boxes, label_space, preprocess, to_chw_tensor
 from .devices import default_device, resolve_device
 from .fuse import fuse_model
 from .model import EfficientDet
 from .postprocess import Detections, postprocess
+from .weights import stored_labels
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
@@ -87,43 +88,75 @@ class Failure:
 
 
 def collect_sources(inputs: Sequence[str | os.PathLike]) -> list[Source]:
-    """Files as given, folders as their image and video files (sorted), globs as their matches.
+    """The sources of :func:`scan_inputs`, without the files it left out."""
+    return scan_inputs(inputs)[0]
+
+
+def scan_inputs(inputs: Sequence[str | os.PathLike]) -> tuple[list[Source], list[Path]]:
+    """(sources, files left out): files as given, globs as their matches, folders as the image and
+    video files in them and in all their subfolders (sorted); a folder's other files are left out.
 
     A path that does not exist, or a folder / glob with no image or video in it, is a user
-    error (``ValueError``): nothing would be processed for it. Output names are unique: a
-    repeated file name gets ``_1``, ``_2``, … before its suffix.
+    error (``ValueError``): nothing would be processed for it. Output names are unique: a file
+    in a folder keeps its path below that folder (``sub/a.jpg``), and a name already taken gets
+    ``_1``, ``_2``, … before its suffix.
     """
-    paths: list[Path] = []
+    found: list[tuple[Path, str]] = []
+    left_out: list[Path] = []
     for item in inputs:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
-            if not found:
-                raise ValueError(f"{path}: no image or video files in this folder")
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            media = [p for p in files if p.suffix.lower() in MEDIA_SUFFIXES]
+            if not media:
+                raise ValueError(f"{path}: no image or video files in this folder or its subfolders")
+            left_out.extend(p for p in files if p.suffix.lower() not in MEDIA_SUFFIXES)
+            found.extend((p, p.relative_to(path).as_posix()) for p in media)
         elif path.exists():
-            found = [path]
+            found.append((path, path.name))
         elif glob.has_magic(text):
-            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            if not found:
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+            if not matches:
                 raise ValueError(f"{text}: no file matches this pattern")
+            found.extend((p, p.name) for p in matches)
         else:
             raise ValueError(f"{path}: no such file or directory")
-        paths.extend(found)
-    return _unique_names(paths)
+    return _unique_names(found), left_out
 
 
-def _unique_names(paths: list[Path]) -> list[Source]:
+def drawn_name(name: str) -> str:
+    """Where the annotated copy of ``name`` goes: a video as MP4, an image other than JPEG / PNG as PNG."""
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return str(PurePosixPath(name).with_suffix(".mp4"))
+    return name if suffix in (".jpg", ".jpeg", ".png") else f"{name}.png"
+
+
+def _unique_names(found: list[tuple[Path, str]]) -> list[Source]:
     used: set[str] = set()
     sources = []
-    for path in paths:
-        name, count = path.name, 0
-        while name.lower() in used:  # case-insensitively: outputs may land on such a file system
+    for path, name in found:
+        stem, count, candidate = name[: len(name) - len(path.suffix)], 0, name
+        # Case-insensitively, outputs may land on such a file system; the drawn copy counts too.
+        while {candidate.lower(), drawn_name(candidate).lower()} & used:
             count += 1
-            name = f"{path.stem}_{count}{path.suffix}"
-        used.add(name.lower())
-        sources.append(Source(path, name))
+            candidate = f"{stem}_{count}{path.suffix}"
+        used |= {candidate.lower(), drawn_name(candidate).lower()}
+        sources.append(Source(path, candidate))
     return sources
+
+
+def check_out_dir(out_dir: str | os.PathLike, sources: Sequence[Source]) -> None:
+    """Refuse an output folder that is a file, or that holds an input at any depth: the outputs
+    written there (annotated copies, ``detections.json``, ``labels/``) could overwrite it."""
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out_dir}: exists and is not a folder; the output must go to a folder")
+    for source in sources:
+        if out in source.path.resolve().parents:
+            raise ValueError(f"output folder {out_dir} holds the input {source.path}; "
+                             f"choose another output folder so that no input can be overwritten")
 
 
 def check_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -192,19 +225,6 @@ def onnx_network(session: Any, config: ModelConfig, graph_nms: bool) -> Network:
     return run
 
 
-def label_space(config: ModelConfig, label_ids: Sequence[int] | None = None,
-                class_names: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
-    """Ids and names of the model's outputs: COCO's for a 90-class model unless given (as ``Detector``)."""
-    if label_ids is None and class_names is None and config.num_classes == COCO_NUM_CLASSES:
-        return coco_label_space()
-    ids = list(label_ids) if label_ids is not None else list(range(config.num_classes))
-    names = list(class_names) if class_names is not None else [str(i) for i in ids]
-    if len(ids) != config.num_classes or len(names) != config.num_classes:
-        raise ValueError(f"label_ids ({len(ids)}) and class_names ({len(names)}) must have "
-                         f"num_classes={config.num_classes} entries")
-    return ids, names
-
-
 class Predictor:
     """Preprocess → network (any backend) → decode + NMS, in batches; boxes in original pixels.
 
@@ -214,7 +234,7 @@ class Predictor:
 
     def __init__(self, config: ModelConfig, network: Network, postprocess_config: PostprocessConfig | None = None,
                  device: torch.device | None = None, label_ids: Sequence[int] | None = None,
-                 class_names: Sequence[str] | None = None, graph_nms: bool = False):
+                 class_names: Sequence[str] | None = None, graph_nms: bool = False, labels: LabelSpace | None = None):
         self.config = config
         self.network = network
         self.postprocess_config = postprocess_config or config.postprocess
@@ -222,7 +242,8 @@ class Predictor:
         self.graph_nms = graph_nms
         self.anchors = generate_anchors(config.image_size, config.min_level, config.max_level,
                                         config.anchors).to(self.device)
-        self.label_ids, self.class_names = label_space(config, label_ids, class_names)
+        # ``labels``: those stored with the weights; ``label_ids`` / ``class_names`` replace them.
+        self.label_ids, self.class_names = label_space(config.num_classes, labels, label_ids, class_names)
 
     @classmethod
     def from_model(cls, model: EfficientDet, backend: str = "eager", device: str | torch.device | None = None,
@@ -231,7 +252,7 @@ class Predictor:
         device = resolve_device(device)
         dtype = check_precision(precision, device)
         network = torch_network(model.eval(), backend, device, dtype, channels_last)
-        return cls(model.config, network, postprocess_config, device, **labels)
+        return cls(model.config, network, postprocess_config, device, labels=stored_labels(model), **labels)
 
     @classmethod
     def from_onnx(cls, path: str | os.PathLike, device: str | torch.device | None = None,
@@ -242,7 +263,7 @@ class Predictor:
         With NMS in the graph, that NMS (hard, fixed at export) is used and ``postprocess_config``
         may not ask for another kind.
         """
-        from .export import read_onnx_metadata
+        from .export import read_onnx_labels, read_onnx_metadata
 
         config, graph_post = read_onnx_metadata(path)
         device = resolve_device(device or "cpu")
@@ -253,7 +274,7 @@ class Predictor:
         network = onnx_network(onnx_session(path, device, threads), config, graph_nms)
         # Outputs come back as numpy on the host: postprocessing runs there.
         return cls(config, network, graph_post or postprocess_config, torch.device("cpu"), graph_nms=graph_nms,
-                   **labels)
+                   labels=read_onnx_labels(path), **labels)
 
     def preprocess(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return preprocess(list(images), self.config.image_size, self.config.preprocess)
@@ -277,15 +298,18 @@ class Predictor:
         single = not isinstance(images, (list, tuple))
         tensors = [to_chw_tensor(i) for i in ([images] if single else images)]
         dets = self.detect(*self.preprocess(tensors))
-        results = [self._unpad(dets, b) for b in range(len(tensors))]
+        results = [self._unpad(dets, b, t.shape[1], t.shape[2]) for b, t in enumerate(tensors)]
         results = [{"boxes": r[0], "scores": r[1], "labels": r[2], "names": r[3]} for r in results]
         return results[0] if single else results
 
-    def _unpad(self, dets: Detections, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    def _unpad(self, dets: Detections, b: int, height: int,
+               width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """Image ``b``'s valid rows: boxes clipped to its ``height`` × ``width``, classes as label ids and names."""
         n = int(dets.num_valid[b])
         classes = dets.classes[b, :n].cpu().tolist()
         labels = torch.tensor([self.label_ids[c] for c in classes], dtype=torch.int64)
-        return dets.boxes[b, :n].cpu(), dets.scores[b, :n].cpu(), labels, [self.class_names[c] for c in classes]
+        boxes = clip_boxes(dets.boxes[b, :n].cpu(), height, width)
+        return boxes, dets.scores[b, :n].cpu(), labels, [self.class_names[c] for c in classes]
 
     def predict_sources(self, sources: Sequence[Source], batch_size: int = 8, workers: int = 1,
                         keep_images: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -340,7 +364,7 @@ class Predictor:
                 if isinstance(item, Failure):
                     yield item
                     continue
-                boxes, scores, labels, names = self._unpad(dets, row)
+                boxes, scores, labels, names = self._unpad(dets, row, item.height, item.width)
                 row += 1
                 yield Prediction(item.source, item.frame, item.height, item.width, boxes, scores, labels, names,
                                  item.image, item.fps)
@@ -528,6 +552,7 @@ class OutputWriter:
     """Writes predictions under ``out_dir`` as they arrive; :meth:`close` writes the JSON summaries.
 
     * ``<name>`` — the image with its detections drawn (``<stem>.mp4`` for a video), unless ``draw`` is off;
+      ``<name>`` keeps a file's path below the input folder it was found in (``sub/a.jpg``);
     * ``detections.json`` — COCO results (``image_id``, ``category_id``, ``bbox`` xywh, ``score``), and
       ``images.json`` — the COCO ``images`` entries naming each ``image_id``'s file (and frame): the id is
       the file name's number when every image name is one (COCO's own files), else a running index;
@@ -575,30 +600,34 @@ class OutputWriter:
             raise ValueError("predictions carry no image to draw: predict with keep_images=True")
         return draw_detections(pred.image, pred.boxes, pred.scores, pred.labels, pred.names, self.draw_threshold)
 
+    def _path(self, name: str) -> Path:
+        """``out_dir / name``, its folder created: names keep an input's path below its folder."""
+        path = self.out_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     def _write_image(self, pred: Prediction) -> None:
         from PIL import Image
 
-        target = self.out_dir / pred.source.name
         if self.draw:
-            suffix = target.suffix.lower()
-            fmt = "JPEG" if suffix in (".jpg", ".jpeg") else "PNG"
-            path = target if fmt == "JPEG" or suffix == ".png" else target.with_name(target.name + ".png")
+            path = self._path(drawn_name(pred.source.name))
+            fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
             Image.fromarray(self._drawn(pred)).save(path, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
         if self.save_json:
             record = {"file": str(pred.source.path), "width": pred.width, "height": pred.height,
                       "detections": _detections_json(pred)}
-            (self.out_dir / "labels" / f"{pred.source.name}.json").write_text(json.dumps(record, indent=1))
+            self._path(f"labels/{pred.source.name}.json").write_text(json.dumps(record, indent=1))
         if self.save_txt:
             lines = [_txt_line(pred, i) for i in range(len(pred.scores))]
-            (self.out_dir / "labels" / f"{pred.source.name}.txt").write_text("".join(lines))
+            self._path(f"labels/{pred.source.name}.txt").write_text("".join(lines))
 
     def _write_frame(self, pred: Prediction) -> None:
         if self._video is None or self._video[0] != pred.source:
             self._finish_video()
             writer = None
             if self.draw:
-                path = self.out_dir / (Path(pred.source.name).stem + ".mp4")
-                writer = VideoWriter(path, pred.fps or 25.0, pred.width, pred.height)
+                writer = VideoWriter(self._path(drawn_name(pred.source.name)), pred.fps or 25.0, pred.width,
+                                     pred.height)
             self._video = (pred.source, writer, [], [])
         _, writer, frames, lines = self._video
         if writer is not None:
@@ -617,9 +646,9 @@ class OutputWriter:
             writer.close()
         if self.save_json:
             record = {"file": str(source.path), "frames": frames}
-            (self.out_dir / "labels" / f"{source.name}.json").write_text(json.dumps(record, indent=1))
+            self._path(f"labels/{source.name}.json").write_text(json.dumps(record, indent=1))
         if self.save_txt:
-            (self.out_dir / "labels" / f"{source.name}.txt").write_text("".join(lines))
+            self._path(f"labels/{source.name}.txt").write_text("".join(lines))
 
     def close(self) -> None:
         self._finish_video()
@@ -638,7 +667,9 @@ def numeric_names(sources: Sequence[Source]) -> bool:
     if any(s.is_video for s in sources):  # frames are numbered by a running index, which could collide
         return False
     stems = [Path(s.name).stem for s in sources]
-    return bool(stems) and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems)
+    # ASCII digits only: str.isdigit() also accepts '²' or '١', which int() may refuse or misread.
+    numeric = all(s.isascii() and s.isdigit() for s in stems)
+    return bool(stems) and numeric and len({int(s) for s in stems}) == len(stems)
 
 
 def pixel_budget(max_megapixels: float) -> int:

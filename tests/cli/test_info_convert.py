@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -25,9 +27,17 @@ def test_unknown_model_is_one_line_error(capsys):
     assert err.count("\n") == 1 and "unknown model 'efficientdet-d9'" in err and "efficientdet-lite4" in err
 
 
-def test_debug_shows_traceback():
+@pytest.mark.parametrize("argv", [["--debug", "info", "nope"], ["info", "nope", "--debug"]])
+def test_debug_shows_traceback_before_or_after_the_subcommand(argv):
     with pytest.raises(ValueError, match="unknown model"):
-        main(["--debug", "info", "nope"])
+        main(argv)
+
+
+def test_python_dash_m_efficientdet_runs_the_cli():
+    proc = subprocess.run([sys.executable, "-m", "efficientdet", "info", "efficientdet-lite0", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["parameters"] == 3_243_470
 
 
 def test_convert_official_to_safetensors_and_back(official_d0, tmp_path, capsys):
@@ -94,3 +104,43 @@ def test_convert_effdet_pth_then_load_gives_identical_outputs(tmp_path):
             cls_out, box_out = model(x)
             for a, b in zip(cls_out + box_out, ref_cls + ref_box):
                 assert (a - b).abs().max() <= 1e-5
+
+
+def test_convert_reads_the_variant_and_labels_of_our_safetensors(tmp_path, capsys):
+    from efficientdet import create_model
+    from efficientdet.weights import read_metadata, save_safetensors
+
+    labels = {"names": json.dumps(["a", "b"]), "label_ids": json.dumps([1, 2])}
+    src = save_safetensors(create_model("efficientdet-lite0", num_classes=2), tmp_path / "run.safetensors",
+                           extra=labels)
+    out = tmp_path / "copy.safetensors"
+    assert main(["convert", str(src), "--out", str(out)]) == 0  # no --model: the metadata names it
+    meta = read_metadata(out)
+    assert meta["variant"] == "efficientdet-lite0" and {k: meta[k] for k in labels} == labels
+
+
+def test_convert_of_a_foreign_safetensors_says_what_it_lacks(tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})
+    assert main(["convert", str(tmp_path / "other.safetensors"), "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks format='efficientdet', variant and num_classes" in err
+    assert "convert the file with" not in err
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_weights_files_follow_the_umask(umask, mode, tmp_path):
+    import os
+    import stat
+
+    from efficientdet import create_model
+    from efficientdet.weights import save_safetensors
+
+    previous = os.umask(umask)
+    try:
+        path = save_safetensors(create_model("efficientdet-lite0"), tmp_path / "w.safetensors")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == mode

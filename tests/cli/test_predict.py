@@ -222,6 +222,16 @@ def test_numeric_file_names_become_coco_image_ids(photos, lite0_weights, tmp_pat
     assert not list(out.glob("*.jpg"))  # --no-draw
 
 
+@pytest.mark.parametrize("names, numeric", [
+    (["1.jpg", "02.jpg"], True), (["1.jpg", "01.jpg"], False), (["1.jpg", "².jpg"], False),
+    (["1.jpg", "١.jpg"], False), (["1.jpg", "a.jpg"], False),
+])
+def test_only_ascii_digit_names_become_image_ids(names, numeric):
+    from efficientdet.inference import Source, numeric_names
+
+    assert numeric_names([Source(Path(n), n) for n in names]) is numeric
+
+
 def test_pixel_limit_refuses_large_images(photos, lite0_weights, tmp_path, capsys):
     assert main(lite0_cli(lite0_weights, str(photos / "astronaut.jpg"), "--out", str(tmp_path),
                           "--max-megapixels", "0.1", "--strict")) == 1
@@ -248,3 +258,62 @@ def test_missing_inputs_are_user_errors(lite0_weights, tmp_path, capsys):
         assert main(lite0_cli(lite0_weights, str(missing), "--out", str(tmp_path / "out"))) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and str(missing) in err
+
+
+@pytest.fixture(scope="module")
+def trained_ab(tmp_path_factory) -> tuple[Path, Path]:
+    """A COCO dataset whose category ids are 1, 2 named a, b (images 160×90: padded at the bottom
+    at 128², and named by their ids) and Lite0 weights as training writes them for it."""
+    root = tmp_path_factory.mktemp("ab")
+    (root / "images").mkdir()
+    record = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    for i in (1, 2):
+        pixels = np.random.default_rng(i).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+        record["images"].append({"id": i, "file_name": f"{i}.png", "width": 160, "height": 90})
+        record["annotations"].append({"id": i, "image_id": i, "category_id": i, "bbox": [40, 20, 60, 40],
+                                      "area": 2400, "iscrowd": 0})
+    (root / "annotations.json").write_text(json.dumps(record))
+    split = {"images": "images", "annotations": "annotations.json"}
+    (root / "data.yaml").write_text(json.dumps({"format": "coco", "train": split, "val": split}))
+    model = lively(create_model("efficientdet-lite0", num_classes=2, image_size=128))
+    labels = {"names": json.dumps(["a", "b"]), "label_ids": json.dumps([1, 2])}  # as the trainer writes them
+    return root, save_safetensors(model, root / "ab.safetensors", extra=labels)
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+def test_predict_gives_the_label_space_stored_with_the_weights_and_boxes_within_the_image(trained_ab, backend,
+                                                                                          tmp_path, capsys):
+    root, weights = trained_ab
+    model_args = ["--model", "efficientdet-lite0", "--weights", str(weights), "--image-size", "128"]
+    if backend == "onnxruntime":
+        onnx = tmp_path / "ab.onnx"
+        assert main(["export", *model_args, "--format", "onnx", "--out", str(onnx)]) == 0
+        model_args = ["--backend", "onnxruntime", "--weights", str(onnx)]
+    out = tmp_path / "out"
+    assert main(["predict", *model_args, str(root / "images"), "--out", str(out), "--workers", "0", "--quiet",
+                 "--save-json"]) == 0
+    results = json.loads((out / "detections.json").read_text())
+    for r in results:  # within the 160×90 image, though the network saw it padded to 128×128
+        x, y, w, h = r["bbox"]
+        assert x >= 0 and y >= 0 and x + w <= 160 + 0.01 and y + h <= 90 + 0.01, r
+    assert {r["category_id"] for r in results} == {1, 2}
+    named = {(d["category_id"], d["name"]) for name in ("1.png", "2.png")
+             for d in json.loads((out / "labels" / f"{name}.json").read_text())["detections"]}
+    assert named == {(1, "a"), (2, "b")}
+    assert main(["eval", "--data", str(root / "data.yaml"), "--predictions", str(out / "detections.json")]) == 0
+    assert "AP50" in capsys.readouterr().out
+
+
+def test_python_api_uses_the_stored_label_space_unless_given_another(trained_ab):
+    root, weights = trained_ab
+    model = create_model("efficientdet-lite0", weights=weights, image_size=128)
+    image = np.asarray(Image.open(root / "images" / "1.png"))
+    for run in (Detector(model), Predictor.from_model(model, device="cpu")):
+        result = run(image)
+        assert set(result["labels"].tolist()) == {1, 2}
+        assert {(int(i), n) for i, n in zip(result["labels"], result["names"])} == {(1, "a"), (2, "b")}
+        assert result["boxes"][:, 2].max() <= 160 and result["boxes"][:, 3].max() <= 90
+        assert result["boxes"].min() >= 0
+    given = Detector(model, label_ids=[7, 8], class_names=["x", "y"])(image)
+    assert set(given["labels"].tolist()) == {7, 8} and set(given["names"]) == {"x", "y"}

@@ -114,3 +114,52 @@ def test_demo_writes_its_dataset_metrics_curves_images_and_weights(tmp_path, cap
     assert (out / "data").is_dir() and (out / "curves.png").stat().st_size > 0
     assert len(list((out / "val_images").glob("*.png"))) == 4
     assert (out / "weights" / "best.safetensors").is_file()
+
+
+def test_eval_score_threshold_applies_without_nms(data, tmp_path, capsys):
+    import statistics
+
+    import torch
+
+    from efficientdet import create_model
+    from efficientdet.weights import save_safetensors
+
+    torch.manual_seed(0)
+    model = create_model("efficientdet-lite0", num_classes=4, image_size=128)
+    with torch.no_grad():  # spread the scores, as above
+        for p in model.class_net.parameters():
+            p.add_(torch.randn_like(p), alpha=0.5)
+    weights = save_safetensors(model, tmp_path / "w.safetensors")
+    base = ["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
+            "--image-size", "128", "--workers", "0", "--save-predictions"]
+    assert main([*base, str(tmp_path / "all.json")]) == 0
+    scores = [r["score"] for r in json.loads((tmp_path / "all.json").read_text())]
+    threshold = statistics.median(scores)
+    assert main([*base, str(tmp_path / "kept.json"), "--score-threshold", str(threshold)]) == 0
+    kept = [r["score"] for r in json.loads((tmp_path / "kept.json").read_text())]
+    assert 0 < len(kept) < len(scores) and min(kept) > threshold
+
+
+def test_eval_maps_outputs_through_the_label_space_stored_with_the_weights(data, tmp_path, capsys):
+    from efficientdet import create_model
+    from efficientdet.data import load_dataset_yaml, load_split
+    from efficientdet.weights import save_safetensors
+
+    split = load_split(load_dataset_yaml(data), "val")
+    model = create_model("efficientdet-lite0", num_classes=split.num_classes, image_size=128)
+    saved = {}
+    for order, ids in (("dataset", split.label_ids), ("reversed", split.label_ids[::-1])):
+        weights = save_safetensors(model, tmp_path / f"{order}.safetensors",
+                                   extra={"label_ids": json.dumps(ids), "names": json.dumps(split.names)})
+        assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
+                     "--image-size", "128", "--workers", "0", "--save-predictions", str(tmp_path / f"{order}.json")]) == 0
+        saved[order] = [r["category_id"] for r in json.loads((tmp_path / f"{order}.json").read_text())]
+    swap = dict(zip(split.label_ids, split.label_ids[::-1]))
+    assert saved["reversed"] == [swap[c] for c in saved["dataset"]] != saved["dataset"]
+    unknown = save_safetensors(model, tmp_path / "unknown.safetensors",
+                               extra={"label_ids": json.dumps([100 + i for i in range(split.num_classes)])})
+    capsys.readouterr()
+    assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(unknown),
+                 "--image-size", "128", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trained on category ids [100" in err

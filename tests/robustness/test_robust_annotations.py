@@ -223,3 +223,31 @@ def test_results_file_with_non_finite_box_is_refused_by_eval(tmp_path, capsys):
     results.write_text('[{"image_id": 1, "category_id": 1, "bbox": [1, 2, NaN, 4], "score": 0.5}]')
     assert_user_error(run_cli(capsys, "eval", "--data", data, "--predictions", results), "eval",
                       f"{results}: entry 0: bbox must be 4 finite numbers")
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ('{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": "0.5"}', "entry 1: score must be a number"),
+    ('{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": null}', "entry 1: score must be a number"),
+    ('{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": NaN}', "entry 1: score must be a number"),
+    ('{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1.5}', "entry 1: score must be a number"),
+    ('{"image_id": 1, "category_id": 1, "bbox": [1, 2, -3, 4], "score": 0.5}', "entry 1: bbox width and height"),
+])
+def test_results_file_with_a_bad_score_or_negative_size_is_refused_naming_file_and_entry(entry, needle, tmp_path,
+                                                                                         capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    data = coco_dataset(root)
+    results = tmp_path / "results.json"
+    results.write_text(f'[{{"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}}, {entry}]')
+    assert_user_error(run_cli(capsys, "eval", "--data", data, "--predictions", results), "eval",
+                      f"{results}: {needle}")
+
+
+def test_empty_results_give_minus_one_for_sizes_without_objects(tmp_path, results_file, capsys):
+    """As COCO: -1 where the split has no object of that size (both boxes here are small), 0 elsewhere."""
+    root = tmp_path / "data"
+    root.mkdir()
+    result = run_cli(capsys, "eval", "--data", coco_dataset(root), "--predictions", results_file)
+    assert result.code == 0, result.err
+    values = result.out.strip().splitlines()[-1].split("|")
+    assert [float(v) for v in values] == [0.0, 0.0, 0.0, 0.0, -1.0, -1.0]  # AP AP50 AP75 APs APm APl

@@ -8,14 +8,18 @@ import sys
 
 # Each module defines ``add_parser(subparsers)`` that registers its subcommand and sets ``func``.
 SUBCOMMANDS = ("info", "convert", "train", "eval", "demo", "predict", "export", "benchmark")
+DEBUG_HELP = "show the full traceback on errors"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="efficientdet", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+    for subparser in sub.choices.values():
+        # Also after the subcommand; SUPPRESS keeps a --debug given before it.
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
 
 

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark import cpu_isa, cpu_name, machine_line, matmul_gflops, run_benchmark, spread_random_weights
     from ..devices import resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device)  # before the model is built
     overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size else {}
     model = create_model(args.model, weights=args.weights, **overrides).eval()
     weights = args.weights or "random, scores spread (efficientdet.benchmark.spread_random_weights)"

@@ -9,7 +9,12 @@ from ..config import list_models
 
 
 def variant_from_path(path: Path) -> str:
-    """Official archives unpack to ``efficientdet-dX/``; effdet files start ``tf_efficientdet_dX``."""
+    """Our ``.safetensors`` name it in their metadata; official archives unpack to ``efficientdet-dX/``;
+    effdet files start ``tf_efficientdet_dX``."""
+    if path.suffix == ".safetensors":
+        from ..weights import read_own_metadata
+
+        return read_own_metadata(path)["variant"]
     for part in (path.name, path.parent.name, path.stem):
         name = part.replace("tf_efficientdet_", "efficientdet-").split("_")[0]
         if name in list_models():
@@ -33,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="official checkpoint / effdet .pth → our .safetensors")
-    p.add_argument("src", help="official checkpoint directory or prefix, or an effdet .pth file")
+    p.add_argument("src", help="official checkpoint directory or prefix, an effdet .pth file or our .safetensors")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--model", help="variant (default: read from the source's name)")
     p.add_argument("--num-classes", type=int, help="class count of the source (default 90)")

@@ -6,41 +6,38 @@ import argparse
 import json
 from pathlib import Path
 
+from .predict import parse_image_size, postprocess_overrides
+
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
     from ..devices import resolve_device
     from ..evaluate import coco_metrics, format_metrics, load_results
     from ..train.engine import coco_ground_truth, evaluate
 
+    # Options first: a bad one fails before the dataset is read.
+    nms = postprocess_overrides(args)
+    overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size is not None else {}
+    device = resolve_device(args.device) if args.predictions is None else None
     split = load_split(load_dataset_yaml(args.data), args.split)
     print(f"{args.split}: {split.report.summary()}")
     gt = coco_ground_truth(split)
     if args.predictions:
         results = load_results(args.predictions, [i["id"] for i in gt["images"]], split.label_ids)
+        if "score_threshold" in nms:  # as NMS keeps them: above the threshold
+            results = [r for r in results if r["score"] > nms["score_threshold"]]
         metrics = coco_metrics(gt, results)
     else:
         if not args.model or not args.weights:
             raise ValueError("give --model and --weights, or --predictions RESULTS.json")
         from .. import create_model
         from ..anchors import generate_anchors
-        from ..coco import COCO_NUM_CLASSES, coco_label_space
         from ..config import evaluation_postprocess, override
 
-        model = create_model(args.model, weights=args.weights,
-                             **({"image_size": args.image_size} if args.image_size else {}))
-        label_ids = None
-        if model.config.num_classes == COCO_NUM_CLASSES and set(split.label_ids) <= set(range(1, 91)):
-            label_ids = coco_label_space()[0]  # official checkpoints: output c is COCO id c + 1
-        elif model.config.num_classes != split.num_classes:
-            raise ValueError(f"{args.weights}: the model has {model.config.num_classes} classes, "
-                             f"{args.data} has {split.num_classes}")
-        device = resolve_device(args.device)
+        model = create_model(args.model, weights=args.weights, **overrides)
+        label_ids = model_label_ids(model, split, args)
         model.to(device)
-        cfg = override(model.config, method=args.nms, score_threshold=args.score_threshold) if args.nms \
-            else model.config
+        cfg = override(model.config, **nms)
         anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(device)
         dataset = DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
                                                                 cfg.preprocess.std), validate=True)
@@ -55,6 +52,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_label_ids(model, split, args: argparse.Namespace) -> list[int] | None:
+    """The split's category id of each model output: those stored with the weights (training's),
+    else COCO's for a 90-class model on a COCO-id dataset (official checkpoints: output c is id
+    c + 1), else None (output c is the split's c-th category, which needs as many classes)."""
+    from ..coco import COCO_NUM_CLASSES, coco_label_space
+    from ..weights import stored_labels
+
+    stored = stored_labels(model)
+    if stored is not None:
+        unknown = sorted(set(stored.ids) - set(split.label_ids))
+        if unknown:
+            raise ValueError(f"{args.weights}: trained on category ids {unknown} that {args.data} does not have "
+                             f"(it has {split.label_ids})")
+        return list(stored.ids)
+    if model.config.num_classes == COCO_NUM_CLASSES and set(split.label_ids) <= set(range(1, 91)):
+        return coco_label_space()[0]
+    if model.config.num_classes != split.num_classes:
+        raise ValueError(f"{args.weights}: the model has {model.config.num_classes} classes, "
+                         f"{args.data} has {split.num_classes}")
+    return None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="COCO AP of a model (or of a COCO results file) on a dataset split")
     p.add_argument("--data", required=True, help="dataset YAML")
@@ -62,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model")
     p.add_argument("--weights")
     p.add_argument("--predictions", help="score this COCO-results JSON instead of running a model")
-    p.add_argument("--image-size", type=int)
+    p.add_argument("--image-size", help="network input N or HxW (default: the model's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device")
@@ -70,7 +89,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nms-scope", choices=["per-class", "global"], default="per-class",
                    help="per-class: official COCO evaluation (top 5000 anchor-class pairs, NMS per class); "
                         "global: the inference default (each anchor's best class, one class-agnostic NMS)")
-    p.add_argument("--score-threshold", type=float, default=0.001)
+    p.add_argument("--score-threshold", type=float,
+                   help="minimum score kept (default: the model's, 0.001); also filters --predictions")
     p.add_argument("--json", help="write the metrics (AP, AP50, AP75, APs, APm, APl, AR…) here")
     p.add_argument("--save-predictions", help="write the model's COCO results here")
     p.set_defaults(func=run)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .predict import parse_image_size
+from .predict import nms_overrides, parse_image_size
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,16 +21,13 @@ def run(args: argparse.Namespace) -> int:
     check_options(args.format, args.nms)
     if not args.out.endswith(SUFFIXES[args.format]):
         raise ValueError(f"--out for --format {args.format} must end in {SUFFIXES[args.format]}, got {args.out!r}")
-    nms_options = [f"--{name.replace('_', '-')}" for name in ("score_threshold", "iou_threshold", "max_detections")
-                   if getattr(args, name) is not None]
-    if nms_options and not args.nms:
-        raise ValueError(f"{', '.join(nms_options)} only apply with --nms")
+    changes = nms_overrides(args)
+    if changes and not args.nms:
+        raise ValueError(f"{', '.join('--' + name.replace('_', '-') for name in changes)} only apply with --nms")
     overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size else {}
     model = create_model(args.model, weights=args.weights, **overrides)
     post = None
     if args.nms:
-        changes = {name: getattr(args, name) for name in ("score_threshold", "iou_threshold", "max_detections")
-                   if getattr(args, name) is not None}
         post = dataclasses.replace(model.config.postprocess, method="hard", **changes)
     path = export_model(model, args.out, args.format, nms=args.nms, postprocess_config=post)
     h, w = model.config.image_size

@@ -2,6 +2,9 @@
 
 Writes annotated images / videos, ``detections.json`` (COCO results) and ``images.json`` to
 ``--out``; unreadable files are named on stderr and skipped (exit 1 only with ``--strict``).
+Folders are searched with all their subfolders for image and video files; outputs keep each
+file's path below the folder, and the other files found are counted as not read. ``--out`` may
+not be, or lie above, a folder holding an input: nothing is ever written over an input.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ import argparse
 import dataclasses
 import sys
 
-from ..config import get_config
+from ..config import PostprocessConfig, get_config
 from ..inference import BACKENDS, DEFAULT_MAX_VIDEO_FRAMES
+
+NMS_OPTIONS = ("score_threshold", "iou_threshold", "max_detections")
 
 
 def parse_image_size(text: str) -> tuple[int, int]:
@@ -28,14 +33,23 @@ def parse_image_size(text: str) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+def nms_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The NMS values the user gave (``PostprocessConfig`` field → value), checked here, before any
+    work, by ``PostprocessConfig`` itself; the error names the option (``--score-threshold``)."""
+    changes = {f: getattr(args, f) for f in NMS_OPTIONS if getattr(args, f, None) is not None}
+    try:
+        PostprocessConfig(**changes)
+    except ValueError as e:
+        field, _, rest = str(e).partition(" ")
+        raise ValueError(f"--{field.replace('_', '-')} {rest}") from None
+    return changes
+
+
 def postprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The NMS settings the user gave (``PostprocessConfig`` field → value); unset ones keep the model's."""
-    changes: dict[str, object] = {}
+    changes = nms_overrides(args)
     if args.nms is not None:
-        changes["method"] = "gaussian" if args.nms == "soft" else "hard"
-    for field in ("score_threshold", "iou_threshold", "max_detections"):
-        if getattr(args, field) is not None:
-            changes[field] = getattr(args, field)
+        changes["method"] = "hard" if args.nms == "hard" else "gaussian"  # predict says soft, eval gaussian
     return changes
 
 
@@ -43,27 +57,23 @@ def precision(args: argparse.Namespace) -> str:
     return "float16" if args.half else "bfloat16" if args.bf16 else "float32"
 
 
-def build_predictor(args: argparse.Namespace):
+def build_predictor(args: argparse.Namespace, device, changes: dict[str, object],
+                    image_size: tuple[int, int] | None):
     """A :class:`~efficientdet.inference.Predictor` for the chosen backend, weights and options."""
-    import torch
-
     from .. import create_model
-    from ..devices import resolve_device
     from ..inference import Predictor
 
-    device = resolve_device(args.device)
-    changes = postprocess_overrides(args)
     if args.backend == "onnxruntime":
-        return _onnx_predictor(args, device, changes)
+        return _onnx_predictor(args, device, changes, image_size)
     if args.model is None:
         raise ValueError(f"--model is required with --backend {args.backend}")
-    overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size else {}
-    model = create_model(args.model, weights=args.weights, **overrides)
+    model = create_model(args.model, weights=args.weights, **({"image_size": image_size} if image_size else {}))
     post = dataclasses.replace(model.config.postprocess, **changes)
     return Predictor.from_model(model, args.backend, device, precision(args), post)
 
 
-def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object]):
+def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object],
+                    image_size: tuple[int, int] | None):
     from ..export import read_onnx_metadata
     from ..inference import Predictor
 
@@ -72,7 +82,7 @@ def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object]
     config, graph_post = read_onnx_metadata(args.weights)
     if args.model is not None and args.model != config.name:
         raise ValueError(f"{args.weights} holds {config.name}, not {args.model}")
-    if args.image_size and parse_image_size(args.image_size) != tuple(config.image_size):
+    if image_size and image_size != tuple(config.image_size):
         raise ValueError(f"{args.weights} was exported at {config.image_size[0]}x{config.image_size[1]}; "
                          f"re-export it for another --image-size")
     post = None
@@ -88,16 +98,23 @@ def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object]
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..inference import Failure, OutputWriter, collect_sources, frame_budget, numeric_names, pixel_budget
+    from ..devices import resolve_device
+    from ..inference import (Failure, OutputWriter, check_out_dir, frame_budget, numeric_names, pixel_budget,
+                             scan_inputs)
 
+    # Options first: a bad one fails before any file is read or written.
     if args.model is not None:
-        get_config(args.model)  # an unknown name fails before any file is read
+        get_config(args.model)
+    changes = postprocess_overrides(args)
+    image_size = parse_image_size(args.image_size) if args.image_size is not None else None
+    device = resolve_device(args.device)
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")
     max_pixels = pixel_budget(args.max_megapixels)
     max_frames = frame_budget(args.max_video_frames)
-    sources = collect_sources(args.inputs)
-    predictor = build_predictor(args)
+    sources, left_out = scan_inputs(args.inputs)
+    check_out_dir(args.out, sources)
+    predictor = build_predictor(args, device, changes, image_size)
     failures, images, frames = [], 0, 0
     writer = OutputWriter(args.out, draw=not args.no_draw, draw_threshold=args.draw_threshold,
                           save_json=args.save_json, save_txt=args.save_txt, numeric_ids=numeric_names(sources))
@@ -113,18 +130,20 @@ def run(args: argparse.Namespace) -> int:
             frames += item.frame is not None
             images += item.frame is None
     print(f"{images} images and {frames} video frames → {args.out} "
-          f"({len(writer.results)} detections in detections.json); {len(failures)} files skipped")
+          f"({len(writer.results)} detections in detections.json); {len(failures)} files skipped, "
+          f"{len(left_out)} other files in the folders not read (not image or video suffixes)")
     return 1 if failures and args.strict else 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="detect objects in images, folders, globs and videos",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="image or video files, folders, or glob patterns (quoted)")
+    p.add_argument("inputs", nargs="+", help="image or video files, folders (searched with their subfolders; "
+                   "outputs keep the path below the folder), or glob patterns (quoted)")
     p.add_argument("--model", help="variant, e.g. efficientdet-d0 (read from the file for --backend onnxruntime)")
     p.add_argument("--weights", required=True,
                    help="official checkpoint dir, .safetensors or effdet .pth; the .onnx file for onnxruntime")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder; may not hold any input")
     p.add_argument("--backend", choices=BACKENDS, default="eager")
     p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
     dtype = p.add_mutually_exclusive_group()

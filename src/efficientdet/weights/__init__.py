@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..coco import LabelSpace
 from ..model import EfficientDet
 from .errors import WeightsError
 
@@ -76,13 +77,52 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
 
 
+def read_own_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """Metadata of a ``.safetensors`` file that this library wrote; another library's file is refused
+    with what it lacks (such a file cannot be converted: its layout and variant are unknown)."""
+    meta = read_metadata(path)
+    missing = [key for key in ("variant", "num_classes") if key not in meta]
+    if meta.get("format") != FORMAT or missing:
+        raise WeightsError(f"{path}: no efficientdet metadata: the file lacks format={FORMAT!r}, variant and "
+                           f"num_classes (it has {sorted(meta) or 'no metadata'}); only files written by "
+                           f"efficientdet convert / train load; convert the checkpoint this one came from")
+    return meta
+
+
+def read_label_space(path: str | os.PathLike, meta: Mapping[str, str], num_classes: int) -> LabelSpace | None:
+    """The dataset's category ids and names that training stores (``label_ids``, ``names``: JSON
+    lists), or None for a file without them (official checkpoints, random init)."""
+    if "label_ids" not in meta and "names" not in meta:
+        return None
+    try:
+        ids = json.loads(meta["label_ids"]) if "label_ids" in meta else list(range(num_classes))
+        names = json.loads(meta["names"]) if "names" in meta else [str(i) for i in ids]
+    except ValueError as e:
+        raise WeightsError(f"{path}: label_ids / names metadata is not JSON ({e})") from None
+    if not (isinstance(ids, list) and isinstance(names, list) and len(ids) == len(names) == num_classes
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+            and all(isinstance(n, str) for n in names)):
+        raise WeightsError(f"{path}: label_ids / names metadata must be {num_classes} integers and {num_classes} "
+                           f"strings, one per class")
+    return LabelSpace(tuple(ids), tuple(names))
+
+
+def label_metadata(labels: LabelSpace | None) -> dict[str, str]:
+    """``labels`` as the safetensors / ONNX metadata that :func:`read_label_space` reads back."""
+    if labels is None:
+        return {}
+    return {"label_ids": json.dumps(list(labels.ids)), "names": json.dumps(list(labels.names))}
+
+
+def stored_labels(model: EfficientDet) -> LabelSpace | None:
+    """The label space ``create_model`` kept from the weights file (None for a model built otherwise)."""
+    return getattr(model, "labels", None)
+
+
 def read_safetensors(model: EfficientDet, path: str | os.PathLike) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    meta = read_metadata(path)
-    if meta.get("format") != FORMAT:
-        raise WeightsError(f"{path}: no efficientdet metadata (format={meta.get('format')!r}); "
-                           f"convert the file with 'efficientdet convert'")
+    meta = read_own_metadata(path)
     cfg = model.config
     if meta.get("variant") != cfg.name or int(meta.get("num_classes", -1)) != cfg.num_classes:
         raise WeightsError(
@@ -146,10 +186,11 @@ def save_safetensors(model: EfficientDet, path: str | os.PathLike, source: str =
              if not k.endswith("num_batches_tracked")}
     cfg = model.config
     meta = {"format": FORMAT, "variant": cfg.name, "num_classes": str(cfg.num_classes), "source": source,
-            "config": json.dumps(dataclasses.asdict(cfg)), **(extra or {})}
+            "config": json.dumps(dataclasses.asdict(cfg)), **label_metadata(stored_labels(model)), **(extra or {})}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_file(state, str(tmp), metadata=meta)
+        os.chmod(tmp, default_file_mode())  # safetensors creates 0600; other outputs follow the umask
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -158,3 +199,10 @@ def save_safetensors(model: EfficientDet, path: str | os.PathLike, source: str =
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the process umask (read by setting it back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
