@@ -58,8 +58,9 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of boxes given as :func:`box_planes` ``[5, ...]`` (broadcast against each other), 0 where
     the union is empty. Every IoU the greedy uses comes from here, with the same operations in the
     same order, so a pair's IoU rounds the same in a step and in bringing a window up to date."""
-    inter = (np.maximum(np.minimum(a[2], b[2]) - np.maximum(a[0], b[0]), 0)
-             * np.maximum(np.minimum(a[3], b[3]) - np.maximum(a[1], b[1]), 0))
+    w = np.minimum(a[2], b[2]) - np.maximum(a[0], b[0])
+    h = np.minimum(a[3], b[3]) - np.maximum(a[1], b[1])
+    inter = np.maximum(w, 0, out=w) * np.maximum(h, 0, out=h)
     # The union is >= 0; where it is 0 so is the intersection, and 0 / the smallest float is 0.
     return inter / np.maximum(a[4] + b[4] - inter, TINY)
 
@@ -67,7 +68,8 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def soft_decay(iou: np.ndarray, sigma: float) -> np.ndarray:
     """exp(-IoU² / σ), the one expression both a step and bringing a window up to date use; floored
     at the smallest float (only a σ below 0.01 reaches it) so that -inf × decay is never NaN."""
-    return np.maximum(np.exp(-(iou * iou) / sigma), TINY)
+    decay = np.exp(iou * iou * np.float32(-1 / sigma))
+    return np.maximum(decay, TINY, out=decay)
 
 
 def order_keys(scores: np.ndarray, index: np.ndarray, total: int) -> np.ndarray:
@@ -118,12 +120,13 @@ class _Window:
         if size >= total:
             self.index = np.broadcast_to(np.arange(total), state.keys.shape)
             self.bound = np.full(state.batch, np.iinfo(np.int64).min)  # nothing left out
-            self.bound_score = np.full(state.batch, -np.inf, np.float32)
+            self.bound_score, self.bound_index = np.full(state.batch, -np.inf, np.float32), np.zeros(state.batch, int)
         else:
             top = np.argpartition(state.keys, total - size - 1, axis=1)[:, total - size - 1:]
             out = state.keys[rows, top].argmin(1)[:, None]  # the (size + 1)-th: left out
             left_out = top[state.rows[:, 0], out[:, 0]]
             self.bound, self.bound_score = state.keys[rows[:, 0], left_out], state.bound[rows[:, 0], left_out]
+            self.bound_index = left_out
             self.index = np.sort(top[np.arange(size + 1)[None] != out].reshape(state.batch, size), 1)
         self.planes = state.planes[:, rows, self.index]  # [5, B, K]
         self.groups = None if state.groups is None else state.groups[rows, self.index]
@@ -170,7 +173,7 @@ def _step(config: PostprocessConfig, win: _Window, pick: np.ndarray, live: np.nd
     chosen = win.planes[:, rows, pick][..., None]  # [5, B, 1]
     iou = pairwise_iou(chosen, win.planes)
     if config.method == "gaussian":
-        live *= soft_decay(iou, config.soft_nms_sigma)
+        np.multiply(live, soft_decay(iou, config.soft_nms_sigma), out=live)
     else:
         over = iou > config.iou_threshold
         if win.groups is not None:
@@ -203,26 +206,36 @@ def _round(state: _State, window: _Window, finished: np.ndarray) -> np.ndarray:
     room = np.where(finished, 0, config.max_detections - state.count)
     active, taken = room > 0, np.zeros(state.batch, np.int64)
     picks, scores = [], []
+    first_full = int(room[active].min()) if active.any() else 0
+    # A selection stands above the threshold and, for soft-NMS, beats the bound left out: its
+    # (score, lower index) above the bound's, the order of order_keys (scores are never -0.0). Hard
+    # NMS never lowers a score, so every box of its window beats the bound.
+    soft = config.method == "gaussian"
+    limit = np.maximum(win.bound_score, threshold) if soft else np.full(state.batch, threshold, np.float32)
     for step in range(int(room.max())):
         pick = live.argmax(1)
         score = live[rows, pick]
-        stands = active & (score > threshold)
-        if config.method == "gaussian":  # hard NMS never lowers a score: every window box beats the bound
-            stands &= order_keys(score, win.index[rows, pick], state.total) > win.bound
+        stands = active & (score > limit)
         stopped = active & ~stands
         if stopped.any():
+            if soft:  # a tie with the bound's score stands when its index is lower
+                stands |= stopped & (score == win.bound_score) & (score > threshold) & (
+                    win.index[rows, pick] < win.bound_index)
+                stopped &= ~stands
             snapshot[stopped] = live[stopped]
-        active = stands
-        if not active.any():
-            break
+            active = stands
+            if not active.any():
+                break
         picks.append(pick)
         scores.append(score)
         taken += active
         _step(config, win, pick, live)
-        full = active & (taken == room)
-        if full.any():
+        if step + 1 >= first_full:
+            full = active & (taken == room)
             snapshot[full] = live[full]
             active &= ~full
+            if not active.any():
+                break
     snapshot[active] = live[active]
     if picks:  # each image's standing selections are its first ``taken`` steps
         steps, images = np.nonzero(np.arange(len(picks))[:, None] < taken)
