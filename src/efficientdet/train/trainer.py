@@ -32,10 +32,11 @@ from torch import nn
 
 from .. import create_model
 from ..anchors import generate_anchors
-from ..config import evaluation_postprocess
-from ..data import DetectionDataset, EvalTransform, TrainTransform, build_loader, load_dataset_yaml, load_split
+from ..config import evaluation_postprocess, feature_sizes, get_config, list_models
+from ..data import (DatasetError, DatasetSpec, DatasetSplit, DetectionDataset, EvalTransform, TrainTransform,
+                    build_loader, load_dataset_yaml, load_split)
 from ..data.formats import DEFAULT_MAX_BOXES
-from ..data.loader import collate
+from ..data.loader import collate, ignore_stop_signals
 from ..devices import resolve_device
 from ..loss import LossConfig
 from ..model import EfficientDet
@@ -236,6 +237,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     train_loader = torch.utils.data.DataLoader(
         train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0, drop_last=True,
+        worker_init_fn=ignore_stop_signals,
         generator=torch.Generator().manual_seed(cfg.seed))  # its own: the global RNG is the model's
     val_loader = None
     if val_split is not None and main:
@@ -301,7 +303,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             progress = _progress(main, steps_per_epoch - start_batch, f"epoch {epoch + 1}/{cfg.epochs}")
 
             def on_step(s: int, stats: dict) -> bool:
-                nonlocal seen, loss_sum, n
+                nonlocal seen, loss_sum, n, step
+                step = s
                 seen += stats["images"] * world
                 loss_sum += stats["loss"]
                 n += 1
@@ -318,6 +321,9 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
                                        world=world, frozen_bn=frozen_bn, on_step=on_step)
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f"{e}; stopped, the last good checkpoint is {state_path}") from None
+            except RuntimeError as e:  # a worker the stop signal reached before it could ignore it
+                if signals.received is None or "DataLoader worker" not in str(e):
+                    raise
             finally:
                 if progress is not None:
                     progress.close()
