@@ -21,6 +21,7 @@ from robust_builders import (
     run_cli_subprocess,
     voc_dataset,
     voc_xml,
+    yolo_dataset,
 )
 
 
@@ -223,3 +224,42 @@ def test_results_file_with_non_finite_box_is_refused_by_eval(tmp_path, capsys):
     results.write_text('[{"image_id": 1, "category_id": 1, "bbox": [1, 2, NaN, 4], "score": 0.5}]')
     assert_user_error(run_cli(capsys, "eval", "--data", data, "--predictions", results), "eval",
                       f"{results}: entry 0: bbox must be 4 finite numbers")
+
+
+def all_crowd(root: Path) -> None:
+    edit_json(root / "annotations.json", lambda r: [a.__setitem__("iscrowd", 1) for a in r["annotations"]])
+
+
+def no_label_files(root: Path) -> None:
+    for path in (root / "labels").iterdir():
+        path.unlink()
+
+
+NOTHING_TO_TRAIN = {
+    "coco-all-crowd": (coco_dataset, all_crowd, "all its 2 boxes are crowd / difficult, which training ignores"),
+    "yolo-no-labels": (yolo_dataset, no_label_files, "none of its 2 images has a label file in"),
+}
+
+
+@pytest.mark.parametrize("case", NOTHING_TO_TRAIN)
+def test_train_split_without_a_box_to_learn_from_is_refused_before_training(case, tmp_path, capsys):
+    """Training on negatives only would end with exit 0 and a model that learnt nothing."""
+    root = tmp_path / "data"
+    root.mkdir()
+    make, breakage, why = NOTHING_TO_TRAIN[case]
+    data = make(root)
+    breakage(root)
+    result = run_cli(capsys, "train", "--data", data, "--out", tmp_path / "run", "--scratch", "--workers", "0",
+                     "--batch-size", "2", "--epochs", "1", *MODEL_ARGS)
+    assert_user_error(result, "train", f"{data}: the train split has nothing to train on: ", why)
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_yolo_images_folder_is_refused_naming_it(tmp_path, results_file, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    data = yolo_dataset(root)
+    for path in (root / "images").iterdir():
+        path.unlink()
+    result = run_cli(capsys, "eval", "--data", data, "--predictions", results_file)
+    assert_user_error(result, "eval", f"{root / 'images'}: the val split has no images")
