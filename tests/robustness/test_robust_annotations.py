@@ -263,3 +263,15 @@ def test_empty_yolo_images_folder_is_refused_naming_it(tmp_path, results_file, c
         path.unlink()
     result = run_cli(capsys, "eval", "--data", data, "--predictions", results_file)
     assert_user_error(result, "eval", f"{root / 'images'}: the val split has no images")
+
+
+def test_dangling_symlink_image_in_a_yolo_dataset_is_named_not_dropped(tmp_path, results_file, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    data = yolo_dataset(root)
+    (root / "images" / "gone.png").symlink_to(root / "deleted.png")
+    result = run_cli(capsys, "eval", "--data", data, "--predictions", results_file)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert result.err.splitlines() == ["efficientdet eval: error: 1 of 3 images are unusable:",
+                                       f"  {root / 'images' / 'gone.png'}: cannot read the image header "
+                                       f"([Errno 2] No such file or directory: '{root / 'images' / 'gone.png'}')"]
