@@ -1,5 +1,7 @@
 """The learning-rate schedule: warm-up, then a cosine that ends at the last step."""
 
+from itertools import pairwise
+
 import pytest
 
 from efficientdet.train.optim import cosine_lr
@@ -16,13 +18,13 @@ def test_two_epochs_with_one_warmup_epoch_decay_through_the_whole_second_epoch()
     second = schedule(epochs=2, steps_per_epoch=5)[5:]
     assert second[0] == LR
     assert all(lr > 0 for lr in second)
-    assert all(a > b for a, b in zip(second, second[1:]))
+    assert all(a > b for a, b in pairwise(second))
 
 
 def test_the_last_epoch_of_twelve_still_trains():
     lrs = schedule(epochs=12, steps_per_epoch=4)
     assert all(lr > 0 for lr in lrs[-4:])
-    assert all(a > b for a, b in zip(lrs[4:], lrs[5:]))
+    assert all(a > b for a, b in pairwise(lrs[4:]))
     assert cosine_lr(48, LR, INIT, 4, 48) == 0.0  # the decay ends where training does
 
 

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLoss as e:
         print(f"efficientdet train: error: {e}", file=sys.stderr)
         return 1
-    if int(os.environ.get("RANK", 0)) == 0:  # under torchrun: one line, from the rank that evaluates
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: one line, from the rank that evaluates
         print(f"done: {summary['epochs']} epochs, best AP {summary['best_AP']:.4f}; weights in {summary['out']}/weights")
     return 0
 
