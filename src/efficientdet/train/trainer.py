@@ -263,6 +263,12 @@ class _Signals:
 
     def _handle(self, signum, frame):
         self.received = signum
+        # A DataLoader worker the signal reached before it could ignore it dies of it; torch's
+        # SIGCHLD handler would raise that in the middle of whatever runs (a step, a checkpoint
+        # write). Without it the loss shows where the next batch is fetched, between two steps.
+        # Not restored: the run is ending, and the dead worker must not be reported later.
+        if hasattr(signal, "SIGCHLD"):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -401,8 +407,11 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
                                        world=world, frozen_bn=frozen_bn, on_step=on_step)
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f"{e}; stopped, the last good checkpoint is {state_path}") from None
-            except RuntimeError as e:  # a worker the stop signal reached before it could ignore it
-                if signals.received is None or "DataLoader worker" not in str(e):
+            except (RuntimeError, ConnectionError, EOFError) as e:
+                # A worker the stop signal killed (see _Signals), found when the next batch was
+                # fetched: the state is that of the last whole step, checkpointed below.
+                lost_worker = not isinstance(e, RuntimeError) or "DataLoader worker" in str(e)
+                if signals.received is None or not lost_worker:
                     raise
             finally:
                 if progress is not None:
