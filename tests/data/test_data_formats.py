@@ -297,6 +297,21 @@ def test_yolo_unreadable_image_is_an_image_error(yolo_dirs):
         load_yolo(images, labels, NAMES)
 
 
+def test_yolo_dangling_symlink_image_is_named_not_dropped(yolo_dirs):
+    images, labels = yolo_dirs
+    (images / "gone.jpg").symlink_to(images / "deleted.jpg")
+    with pytest.raises(ImageError, match=r"1 of 2 images are unusable:\n  .*gone.jpg: cannot read"):
+        load_yolo(images, labels, NAMES)
+
+
+def test_empty_yolo_split_is_refused_naming_its_images_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    path = write_yaml(tmp_path, {"format": "yolo", "names": NAMES, "train": {"images": "images", "labels": "labels"}})
+    with pytest.raises(DatasetError, match=f"^{tmp_path / 'images'}: the train split has no images$"):
+        load_split(load_dataset_yaml(path), "train")
+
+
 # ---------------------------------------------------------------- YAML
 
 

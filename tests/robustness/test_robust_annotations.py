@@ -21,6 +21,7 @@ from robust_builders import (
     run_cli_subprocess,
     voc_dataset,
     voc_xml,
+    yolo_dataset,
 )
 
 
@@ -251,3 +252,55 @@ def test_empty_results_give_minus_one_for_sizes_without_objects(tmp_path, result
     assert result.code == 0, result.err
     values = result.out.strip().splitlines()[-1].split("|")
     assert [float(v) for v in values] == [0.0, 0.0, 0.0, 0.0, -1.0, -1.0]  # AP AP50 AP75 APs APm APl
+
+
+def all_crowd(root: Path) -> None:
+    edit_json(root / "annotations.json", lambda r: [a.__setitem__("iscrowd", 1) for a in r["annotations"]])
+
+
+def no_label_files(root: Path) -> None:
+    for path in (root / "labels").iterdir():
+        path.unlink()
+
+
+NOTHING_TO_TRAIN = {
+    "coco-all-crowd": (coco_dataset, all_crowd, "all its 2 boxes are crowd / difficult, which training ignores"),
+    "yolo-no-labels": (yolo_dataset, no_label_files, "none of its 2 images has a label file in"),
+}
+
+
+@pytest.mark.parametrize("case", NOTHING_TO_TRAIN)
+def test_train_split_without_a_box_to_learn_from_is_refused_before_training(case, tmp_path, capsys):
+    """Training on negatives only would end with exit 0 and a model that learnt nothing."""
+    root = tmp_path / "data"
+    root.mkdir()
+    make, breakage, why = NOTHING_TO_TRAIN[case]
+    data = make(root)
+    breakage(root)
+    result = run_cli(capsys, "train", "--data", data, "--out", tmp_path / "run", "--scratch", "--workers", "0",
+                     "--batch-size", "2", "--epochs", "1", *MODEL_ARGS)
+    assert_user_error(result, "train", f"{data}: the train split has nothing to train on: ", why)
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_yolo_images_folder_is_refused_naming_it(tmp_path, results_file, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    data = yolo_dataset(root)
+    for path in (root / "images").iterdir():
+        path.unlink()
+    result = run_cli(capsys, "eval", "--data", data, "--predictions", results_file)
+    assert_user_error(result, "eval", f"{root / 'images'}: the val split has no images")
+
+
+def test_dangling_symlink_image_in_a_yolo_dataset_is_named_not_dropped(tmp_path, results_file, capsys):
+    root = tmp_path / "data"
+    root.mkdir()
+    data = yolo_dataset(root)
+    (root / "images" / "gone.png").symlink_to(root / "deleted.png")
+    result = run_cli(capsys, "eval", "--data", data, "--predictions", results_file)
+    assert result.code == 2 and "Traceback" not in result.err
+    gone = root / "images" / "gone.png"
+    assert result.err.splitlines() == ["efficientdet eval: error: 1 of 3 images are unusable:",
+                                       (f"  {gone}: cannot read the image header ([Errno 2] No such file or "
+                                        f"directory: '{gone}')")]

@@ -210,7 +210,8 @@ def test_overfits_a_few_images(tmp_path):
 @pytest.mark.parametrize("field, value", [("epochs", 0), ("batch_size", 0), ("max_boxes", 0), ("workers", -1),
                                           ("mosaic", 1.5), ("hflip", -0.1), ("ema_decay", 1.0), ("lr", -0.1),
                                           ("clip_grad_norm", 0.0), ("scale_range", (2.0, 1.0)),
-                                          ("max_steps", 0)])
+                                          ("max_steps", 0), ("image_size", 0), ("image_size", -5),
+                                          ("image_size", 64)])
 def test_config_refuses_values_that_would_fail_later(shapes, tmp_path, field, value):
     with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
         base(shapes, tmp_path, **{field: value})
@@ -237,3 +238,18 @@ def test_freeze_bn_keeps_only_loaded_statistics(shapes, tmp_path):
     for key, value in imagenet.state_dict().items():
         if key.endswith("running_mean"):
             assert torch.equal(state[key], value) == key.startswith("backbone."), key
+
+
+def test_batch_of_one_trains_when_every_batch_norm_keeps_its_loaded_statistics(shapes, tmp_path):
+    """With all BN layers frozen (freeze_bn from full weights) no BN needs batch statistics, so a
+    batch of one image at 128 pixels, whose P7 is 1x1, trains; without freeze_bn it is refused."""
+    from efficientdet.weights import save_safetensors
+
+    weights = save_safetensors(create_model("efficientdet-lite0", num_classes=4, image_size=128),
+                               tmp_path / "start.safetensors")
+    with pytest.raises(ValueError, match="batch size 1: BatchNorm cannot train on the 1x1 P7 level"):
+        train(base(shapes, tmp_path / "refused", batch_size=1, weights=str(weights)), log=lambda *_: None)
+    assert not (tmp_path / "refused" / "weights").exists()
+    summary = train(base(shapes, tmp_path / "run", batch_size=1, weights=str(weights), freeze_bn=True, max_steps=2),
+                    log=lambda *_: None)
+    assert summary["step"] == 2

@@ -4,6 +4,8 @@ evaluate, and write curves, annotated validation images and the metrics table to
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -11,16 +13,22 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import format_metrics
     from ..shapes import make_shapes_dataset
-    from ..train import TrainConfig, train
+    from ..train import Interrupted, TrainConfig, train
 
     start = time.perf_counter()
     out = Path(args.out)
+    # Checked before the dataset is generated. exist_ok: a demo run replaces the previous one.
+    cfg = TrainConfig(model="efficientdet-lite0", out=str(out), epochs=args.epochs, batch_size=args.batch_size,
+                      image_size=args.image_size, workers=args.workers, eval_every=max(1, args.epochs // 4),
+                      seed=args.seed, lr=args.lr, exist_ok=True)
+    _require_scikit_image()
     data = make_shapes_dataset(out / "data", args.train_images, args.val_images, args.image_size, seed=args.seed)
     print(f"dataset: {args.train_images} train / {args.val_images} val images at {data.parent}")
-    cfg = TrainConfig(model="efficientdet-lite0", data=str(data), out=str(out), epochs=args.epochs,
-                      batch_size=args.batch_size, image_size=args.image_size, workers=args.workers,
-                      eval_every=max(1, args.epochs // 4), seed=args.seed, lr=args.lr)
-    summary = train(cfg)
+    try:
+        summary = train(dataclasses.replace(cfg, data=str(data)))
+    except Interrupted as e:
+        print(f"efficientdet demo: {e}", file=sys.stderr)
+        return 130
     metrics = summary["history"][-1]
     table = format_metrics(metrics)
     (out / "metrics.md").write_text(table + "\n")
@@ -28,6 +36,15 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print(f"{minutes:.1f} min; wrote {out}/metrics.md, {out}/curves.png, {out}/val_images/, {out}/weights/")
     return 0
+
+
+def _require_scikit_image() -> None:
+    """The shapes are drawn on scikit-image's photos, which only the demo extra installs."""
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        raise ImportError("the demo draws its dataset on scikit-image's sample photos: "
+                          "pip install 'efficientdet[demo]'") from None
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -57,6 +57,7 @@ def apply_sets(cfg, sets: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import sys
 
     from ..train import Interrupted, NonFiniteLoss, TrainConfig, train
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, backbone_weights=None)
     elif args.backbone_weights:
         cfg = dataclasses.replace(cfg, backbone_weights=args.backbone_weights)
-    cfg = dataclasses.replace(cfg, resume=args.resume)
+    cfg = dataclasses.replace(cfg, resume=args.resume, exist_ok=args.exist_ok)
     cfg = apply_sets(cfg, args.set or [])
     try:
         summary = train(cfg)
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLoss as e:
         print(f"efficientdet train: error: {e}", file=sys.stderr)
         return 1
-    print(f"done: {summary['epochs']} epochs, best AP {summary['best_AP']:.4f}; weights in {summary['out']}/weights")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: one line, from the rank that evaluates
+        print(f"done: {summary['epochs']} epochs, best AP {summary['best_AP']:.4f}; weights in {summary['out']}/weights")
     return 0
 
 
@@ -99,5 +101,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="train into a non-empty --out, removing the previous run's weights, metrics and state")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any TrainConfig field, e.g. lr=0.04")
     p.set_defaults(func=run)

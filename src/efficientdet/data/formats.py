@@ -385,7 +385,8 @@ def load_yolo(images: str | Path, labels: str | Path, names: Sequence[str],
               max_pixels: int = DEFAULT_MAX_PIXELS, max_boxes: int = DEFAULT_MAX_BOXES) -> DatasetSplit:
     """Ultralytics layout: ``images/<split>/**/*.jpg`` and ``labels/<split>/**/*.txt`` of the same stem."""
     images, labels = Path(images), Path(labels)
-    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    # not is_dir(): a dangling symlink stays in the list, for check_images to name it as unreadable.
+    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
     sizes = check_images(files, max_pixels)  # the boxes are normalised: the sizes are needed now
     report = ParseReport()
     samples = []
@@ -514,6 +515,6 @@ def load_split(spec: DatasetSpec, split: str, max_boxes: int = DEFAULT_MAX_BOXES
     args = spec.splits[split]
     parsed = parser(**args, names=spec.names, max_boxes=max_boxes)
     if not parsed.samples:  # nothing to train on or to score: say where, not fail later
-        source = args.get("annotations") or args.get("labels") or args.get("root")
+        source = args.get("annotations") or args.get("images") or args.get("root")
         raise DatasetError(f"{source}: the {split} split has no images")
     return parsed

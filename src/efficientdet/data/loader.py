@@ -11,6 +11,7 @@ in one ``ImageError``, before any worker starts.
 from __future__ import annotations
 
 import random
+import signal
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -113,9 +114,18 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def _seed_worker(worker_id: int) -> None:
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """A DataLoader worker's ``worker_init_fn``: SIGINT/SIGTERM sent to the whole process group
+    (Ctrl-C, GNU timeout, SLURM scancel) are left to the main process, which stops at a step
+    boundary and checkpoints; a worker killed by them would fail the run with a traceback instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _init_worker(worker_id: int) -> None:
     """Seed ``random`` and numpy from the worker's torch seed, which the loader's generator sets,
     so that user transforms drawing from them are reproducible too (ours use torch's only)."""
+    ignore_stop_signals(worker_id)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
@@ -140,5 +150,5 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int = 
     generator = torch.Generator().manual_seed(seed + (rank if distributed else 0))
     return DataLoader(dataset, batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                      drop_last=train, persistent_workers=workers > 0, worker_init_fn=_seed_worker,
+                      drop_last=train, persistent_workers=workers > 0, worker_init_fn=_init_worker,
                       generator=generator)

@@ -37,13 +37,17 @@ def scaled_lr(base_lr: float, batch_size: int) -> float:
     return base_lr * batch_size / 64
 
 
-def cosine_lr(step: int, lr: float, warmup_init: float, warmup_steps: int, total_steps: int) -> float:
-    """Official ``CosineLrSchedule``: linear warm-up from ``warmup_init``, then cosine decay.
+def cosine_lr(step: int, lr: float, warmup_init: float, warmup_steps: int, total_steps: int,
+              official: bool = False) -> float:
+    """Linear warm-up from ``warmup_init``, then a cosine from ``lr`` down to 0 at ``total_steps``.
 
-    As in the official code the cosine's phase is ``step / (total - warmup)``, not shifted by the
-    warm-up, so the decay starts slightly below ``lr`` after warm-up.
+    The decay's phase is ``(step - warmup) / (total - warmup)``, so that every step after warm-up
+    has a smaller, positive learning rate. ``official=True`` is the official ``CosineLrSchedule``:
+    its phase ``step / (total - warmup)`` is not shifted by the warm-up and passes pi in the last
+    ``warmup`` steps, where the learning rate rises again.
     """
     if step < warmup_steps:
         return warmup_init + step / warmup_steps * (lr - warmup_init)
     decay_steps = max(total_steps - warmup_steps, 1)
-    return 0.5 * lr * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+    phase = step / decay_steps if official else min(step - warmup_steps, decay_steps) / decay_steps
+    return 0.5 * lr * (1 + math.cos(math.pi * phase))

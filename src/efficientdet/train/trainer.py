@@ -10,6 +10,9 @@ Run folder::
     RUN/curves.png               loss and AP curves; RUN/val_images/: predictions (red) vs truth (green)
     RUN/tensorboard/             scalars, when the tensorboard package is installed
 
+A RUN that is not empty is refused, unless ``resume`` continues its run or ``exist_ok`` replaces
+it (the previous run's files above are removed first): two runs never mix in one folder.
+
 Distributed: launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set), one process per device, DDP
 with per-rank shards; rank 0 alone logs, evaluates and writes files.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -32,10 +36,11 @@ from torch import nn
 
 from .. import create_model
 from ..anchors import generate_anchors
-from ..config import evaluation_postprocess
-from ..data import DetectionDataset, EvalTransform, TrainTransform, build_loader, load_dataset_yaml, load_split
+from ..config import evaluation_postprocess, feature_sizes, get_config, list_models
+from ..data import (DatasetError, DatasetSpec, DatasetSplit, DetectionDataset, EvalTransform, TrainTransform,
+                    build_loader, load_dataset_yaml, load_split)
 from ..data.formats import DEFAULT_MAX_BOXES
-from ..data.loader import collate
+from ..data.loader import collate, ignore_stop_signals
 from ..devices import resolve_device
 from ..loss import LossConfig
 from ..model import EfficientDet
@@ -86,6 +91,7 @@ class TrainConfig:
     device: str | None = None
     loss: LossConfig = field(default_factory=LossConfig)
     resume: bool = False
+    exist_ok: bool = False  # train into a non-empty --out: the previous run's files are removed first
     max_steps: int | None = None  # stop after this many steps (tests, smoke runs)
 
     def __post_init__(self) -> None:
@@ -107,6 +113,13 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"TrainConfig.max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.image_size is not None and self.model in list_models():
+            low = 2 ** (get_config(self.model).max_level - 1) + 1  # config.validate's rule
+            if self.image_size < low:
+                raise ValueError(f"TrainConfig.image_size must be >= {low} for {self.model} (or None: the "
+                                 f"model's own), got {self.image_size}")
+        if self.resume and self.exist_ok:
+            raise ValueError("TrainConfig.resume continues the run in out, exist_ok replaces it: give one of them")
 
 
 class Interrupted(Exception):
@@ -124,6 +137,70 @@ def _setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
         dist.init_process_group("nccl" if cuda else "gloo")
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     return dist.get_rank(), dist.get_world_size(), device
+
+
+# What a run writes into its folder (module docstring): --exist-ok removes these of the previous run.
+RUN_FILES = ("config.json", "metrics.jsonl", "train_state.pt", "weights", "curves.png", "val_images", "tensorboard")
+
+
+def _prepare_run_folder(out: Path, cfg: TrainConfig, log) -> None:
+    """Keep two runs from mixing in one folder (one's weights, the other's metrics): a non-empty
+    ``out`` is refused unless ``resume`` continues its run or ``exist_ok`` replaces it."""
+    if cfg.resume or not out.is_dir() or not any(out.iterdir()):
+        return
+    if not cfg.exist_ok:
+        raise FileExistsError(f"{out}: the run folder is not empty; continue its run with --resume, "
+                              "or replace it with --exist-ok")
+    old = [out / name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()]
+    for path in old:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if old:
+        log(f"--exist-ok: removed the previous run's {', '.join(p.name for p in old)} from {out}")
+
+
+def _require_training_boxes(split: DatasetSplit, spec: DatasetSpec) -> None:
+    """A split without one box to learn from would train the background only, and end as if it had worked."""
+    report = split.report
+    if report.boxes > report.crowd:
+        return
+    if report.crowd:
+        why = f"all its {report.crowd} boxes are crowd / difficult, which training ignores"
+    elif report.missing_labels == report.images:
+        why = f"none of its {report.images} images has a label file in {spec.splits['train'].get('labels')}"
+    else:
+        why = f"none of its {report.images} images has a box"
+    raise DatasetError(f"{spec.source}: the train split has nothing to train on: {why}")
+
+
+def _load_run_model(model: EfficientDet, saved: dict, path: Path) -> None:
+    """The resumed run's weights; a dataset with another class count is named, not a shape traceback."""
+    key = "class_net.predict.pointwise.bias"  # [anchors * classes]
+    if key in saved and saved[key].shape != model.state_dict()[key].shape:
+        per_class = model.state_dict()[key].shape[0] // model.config.num_classes
+        raise ValueError(f"{path}: the run has {saved[key].shape[0] // per_class} classes, the dataset "
+                         f"{model.config.num_classes}; --resume needs the run's dataset (or train into a new --out)")
+    try:
+        model.load_state_dict(saved)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not a training state of {model.config.name} "
+                         f"({str(e).splitlines()[0]})") from None
+
+
+def _check_batch_norm_batch(model: EfficientDet, frozen_bn: list[nn.Module], cfg: TrainConfig, world: int) -> None:
+    """BatchNorm in training needs more than one value per channel; the smallest level (P7 is 1x1
+    at 128 pixels) with one image gives it one. Refused here rather than in the first step."""
+    h, w = feature_sizes(model.config.image_size, model.config.max_level)[-1]
+    frozen = {id(m) for m in frozen_bn}
+    trained = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen for m in model.modules())
+    if not trained or cfg.batch_size * (world if cfg.sync_bn else 1) * h * w > 1:
+        return
+    raise ValueError(f"batch size {cfg.batch_size}: BatchNorm cannot train on the {h}x{w} P{model.config.max_level} "
+                     f"level of one {model.config.image_size[0]}x{model.config.image_size[1]} image; use a batch "
+                     "of 2 or more, a larger image size, or --weights with --set freeze_bn=true (BN keeps its "
+                     "loaded statistics)")
 
 
 def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
@@ -186,6 +263,12 @@ class _Signals:
 
     def _handle(self, signum, frame):
         self.received = signum
+        # A DataLoader worker the signal reached before it could ignore it dies of it; torch's
+        # SIGCHLD handler would raise that in the middle of whatever runs (a step, a checkpoint
+        # write). Without it the loss shows where the next batch is fetched, between two steps.
+        # Not restored: the run is ending, and the dead worker must not be reported later.
+        if hasattr(signal, "SIGCHLD"):
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -197,8 +280,11 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     rank, world, device = _setup_distributed(cfg)
     main = rank == 0
     out = Path(cfg.out)
+    if main:
+        _prepare_run_folder(out, cfg, log)
     spec = load_dataset_yaml(cfg.data)
     train_split = load_split(spec, "train", cfg.max_boxes)
+    _require_training_boxes(train_split, spec)
     val_split = load_split(spec, "val", cfg.max_boxes) if "val" in spec.splits else None
     if main:
         log(f"train: {train_split.report.summary()}")
@@ -219,6 +305,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     frozen_bn = _frozen_batch_norms(model, cfg) if cfg.freeze_bn else []
     for m in frozen_bn:
         m.requires_grad_(False)
+    _check_batch_norm_batch(model, frozen_bn, cfg, world)
     if cfg.freeze_bn and main:
         scope = "all" if cfg.weights else "backbone only: the BiFPN and heads are new" if frozen_bn else "none loaded"
         log(f"freeze_bn: {len(frozen_bn)} BN layers keep their loaded statistics ({scope})")
@@ -236,6 +323,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     train_loader = torch.utils.data.DataLoader(
         train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0, drop_last=True,
+        worker_init_fn=ignore_stop_signals,
         generator=torch.Generator().manual_seed(cfg.seed))  # its own: the global RNG is the model's
     val_loader = None
     if val_split is not None and main:
@@ -262,7 +350,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
         if not state_path.is_file():
             raise FileNotFoundError(f"--resume: no training state at {state_path}")
         state = load_training_state(state_path)
-        model.load_state_dict(state["model"])
+        _load_run_model(model, state["model"], state_path)
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
@@ -301,7 +389,8 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
             progress = _progress(main, steps_per_epoch - start_batch, f"epoch {epoch + 1}/{cfg.epochs}")
 
             def on_step(s: int, stats: dict) -> bool:
-                nonlocal seen, loss_sum, n
+                nonlocal seen, loss_sum, n, step
+                step = s
                 seen += stats["images"] * world
                 loss_sum += stats["loss"]
                 n += 1
@@ -318,6 +407,12 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
                                        world=world, frozen_bn=frozen_bn, on_step=on_step)
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f"{e}; stopped, the last good checkpoint is {state_path}") from None
+            except (RuntimeError, ConnectionError, EOFError) as e:
+                # A worker the stop signal killed (see _Signals), found when the next batch was
+                # fetched: the state is that of the last whole step, checkpointed below.
+                lost_worker = not isinstance(e, RuntimeError) or "DataLoader worker" in str(e)
+                if signals.received is None or not lost_worker:
+                    raise
             finally:
                 if progress is not None:
                     progress.close()
