@@ -159,11 +159,13 @@ def test_resume_from_a_truncated_training_state_is_a_one_line_error(shapes, tmp_
     assert_user_error(result, "train", f"{out / 'train_state.pt'}: not a readable training state")
 
 
-@pytest.mark.parametrize("command", ["train", "demo"])
-def test_sigterm_to_the_process_group_stops_workers_and_main_cleanly(command, shapes, tmp_path):
-    """A stop sent to the whole process group (GNU timeout, SLURM scancel, a job runner) reaches
-    the DataLoader workers too: they leave it to the main process, which checkpoints the step it
-    is at, says how to resume in one line and exits 130; the run then resumes to its end."""
+@pytest.mark.parametrize("command, stop", [("train", signal.SIGTERM), ("demo", signal.SIGTERM),
+                                           ("train", signal.SIGINT)])
+def test_stop_signal_to_the_process_group_stops_workers_and_main_cleanly(command, stop, shapes, tmp_path):
+    """A stop sent to the whole process group (GNU timeout and SLURM scancel send SIGTERM, Ctrl-C
+    SIGINT) reaches the DataLoader workers too: SIGINT they leave to the main process, SIGTERM ends
+    them; either way the main process checkpoints the step it is at, says how to resume in one
+    line and exits 130, and the run then resumes to its end."""
     out = tmp_path / "run"
     args = (train_args(shapes, out, "--workers", "2") if command == "train" else
             ["demo", "--out", out, "--epochs", "2", "--train-images", "16", "--val-images", "4", "--image-size",
@@ -173,7 +175,7 @@ def test_sigterm_to_the_process_group_stops_workers_and_main_cleanly(command, sh
                                 start_new_session=True)
     try:
         wait_until(lambda: b"loss=" in (tmp_path / "stderr").read_bytes(), proc)
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, stop)
         assert proc.wait(timeout=300) == 130
     finally:
         if proc.poll() is None:
@@ -181,7 +183,7 @@ def test_sigterm_to_the_process_group_stops_workers_and_main_cleanly(command, sh
     err = (tmp_path / "stderr").read_text()
     assert "Traceback" not in err, err
     lines = message_lines(err)
-    assert len(lines) == 1 and lines[0].startswith(f"efficientdet {command}: stopped by signal 15"), err
+    assert len(lines) == 1 and lines[0].startswith(f"efficientdet {command}: stopped by signal {int(stop)}"), err
     assert (out / "train_state.pt").is_file() and (out / "weights" / "last.safetensors").is_file()
     data = shapes if command == "train" else out / "data" / "data.yaml"
     result = run_cli_captured(*train_args(data, out, "--resume"))
@@ -189,18 +191,12 @@ def test_sigterm_to_the_process_group_stops_workers_and_main_cleanly(command, sh
     assert load_training_state(out / "train_state.pt")["step"] == STEPS  # the demo's 16 images: the same steps
 
 
-# `efficientdet train` with workers that keep torch's own SIGTERM handling (they die on it), as a
-# worker would that the signal reaches before its worker_init_fn runs.
-UNSHIELDED_WORKERS = ("import sys; import efficientdet.train.trainer as trainer; "
-                      "trainer.ignore_stop_signals = lambda worker_id: None; "
-                      "from efficientdet.cli import main; sys.exit(main(sys.argv[1:]))")
-
-
-def test_worker_killed_by_the_stop_signal_still_ends_in_one_line_and_exit_130(shapes, uninterrupted, tmp_path):
-    """The loss of the worker is found where the next batch is fetched: the checkpoint is of the
-    last whole step, and resuming from it ends with the uninterrupted run's weights."""
+def test_workers_killed_by_the_stop_signal_leave_the_last_whole_step_checkpointed(shapes, uninterrupted, tmp_path):
+    """SIGTERM to the group kills the workers; their loss is found where the next batch is fetched:
+    the checkpoint is of the last whole step, and resuming from it ends with the uninterrupted
+    run's weights."""
     out = tmp_path / "run"
-    command = [cli_command()[0], "-c", UNSHIELDED_WORKERS, *map(str, train_args(shapes, out, "--workers", "2"))]
+    command = cli_command(*train_args(shapes, out, "--workers", "2"))
     with open(tmp_path / "stdout", "wb") as stdout, open(tmp_path / "stderr", "wb") as stderr:
         proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=CHILD_ENV, start_new_session=True)
     try:
@@ -215,3 +211,4 @@ def test_worker_killed_by_the_stop_signal_still_ends_in_one_line_and_exit_130(sh
     lines = message_lines(err)
     assert len(lines) == 1 and lines[0].startswith("efficientdet train: stopped by signal 15"), err
     assert_same_model(resume(shapes, out), uninterrupted)
+

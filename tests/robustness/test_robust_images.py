@@ -22,6 +22,7 @@ from robust_builders import (
     picture,
     run_cli,
     run_cli_captured,
+    run_cli_subprocess,
     write_bad_images,
     write_coco_dataset,
     write_good_images,
@@ -187,3 +188,17 @@ def test_dataset_image_truncated_after_its_header_stops_the_run_with_one_line(
     result = run_cli(capsys, command, *MODEL_ARGS, "--data", data, "--workers", workers, *args)
     assert_user_error(result, command, f"{folder / 'truncated.jpg'}: cannot decode the image",
                       "image file is truncated")
+
+
+def test_a_run_stopped_by_an_error_in_a_loader_worker_exits(tmp_path):
+    """The loader is abandoned mid-epoch, so multiprocessing ends its worker at exit with SIGTERM:
+    a worker ignoring that signal (as they once did) made the process wait for it forever."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for seed in range(3):
+        Image.fromarray(picture(seed=seed)).save(folder / f"good-{seed}.png")
+    BAD_IMAGES["truncated.jpg"][0](folder / "truncated.jpg")
+    data = write_coco_dataset(tmp_path / "data", folder, coco_record({p.name: (72, 48) for p in folder.iterdir()}))
+    result = run_cli_subprocess("train", *MODEL_ARGS, "--data", data, "--workers", "1", "--scratch", "--out",
+                                tmp_path / "run", "--batch-size", "4", "--epochs", "1", cwd=tmp_path, timeout=120)
+    assert result.code == 2 and "cannot decode the image" in result.err

@@ -114,18 +114,22 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def ignore_stop_signals(worker_id: int = 0) -> None:
-    """A DataLoader worker's ``worker_init_fn``: SIGINT/SIGTERM sent to the whole process group
-    (Ctrl-C, GNU timeout, SLURM scancel) are left to the main process, which stops at a step
-    boundary and checkpoints; a worker killed by them would fail the run with a traceback instead."""
+def ignore_interrupts(worker_id: int = 0) -> None:
+    """A DataLoader worker's ``worker_init_fn``: Ctrl-C, which reaches the whole foreground process
+    group, is left to the main process, which stops at a step boundary and checkpoints.
+
+    SIGTERM is not ignored: it is how a worker is ended when its loader is not shut down in order
+    (multiprocessing terminates leftover workers at exit, after an error say), and a worker deaf
+    to it would hang that exit. A SIGTERM sent to the group (GNU timeout, SLURM scancel) kills the
+    workers; the trainer finds that between steps and checkpoints all the same.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _init_worker(worker_id: int) -> None:
     """Seed ``random`` and numpy from the worker's torch seed, which the loader's generator sets,
     so that user transforms drawing from them are reproducible too (ours use torch's only)."""
-    ignore_stop_signals(worker_id)
+    ignore_interrupts(worker_id)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

@@ -40,7 +40,7 @@ from ..config import evaluation_postprocess, feature_sizes, get_config, list_mod
 from ..data import (DatasetError, DatasetSpec, DatasetSplit, DetectionDataset, EvalTransform, TrainTransform,
                     build_loader, load_dataset_yaml, load_split)
 from ..data.formats import DEFAULT_MAX_BOXES
-from ..data.loader import collate, ignore_stop_signals
+from ..data.loader import collate, ignore_interrupts
 from ..devices import resolve_device
 from ..loss import LossConfig
 from ..model import EfficientDet
@@ -263,9 +263,10 @@ class _Signals:
 
     def _handle(self, signum, frame):
         self.received = signum
-        # A DataLoader worker the signal reached before it could ignore it dies of it; torch's
-        # SIGCHLD handler would raise that in the middle of whatever runs (a step, a checkpoint
-        # write). Without it the loss shows where the next batch is fetched, between two steps.
+        # A SIGTERM sent to the process group kills the DataLoader workers too (they ignore only
+        # SIGINT: see data.loader.ignore_interrupts); torch's SIGCHLD handler would raise that in
+        # the middle of whatever runs (a step, a checkpoint write). Without it the loss shows
+        # where the next batch is fetched, between two steps.
         # Not restored: the run is ending, and the dead worker must not be reported later.
         if hasattr(signal, "SIGCHLD"):
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -323,7 +324,7 @@ def train(cfg: TrainConfig, log=print) -> dict[str, Any]:
     train_loader = torch.utils.data.DataLoader(
         train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
         pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0, drop_last=True,
-        worker_init_fn=ignore_stop_signals,
+        worker_init_fn=ignore_interrupts,
         generator=torch.Generator().manual_seed(cfg.seed))  # its own: the global RNG is the model's
     val_loader = None
     if val_split is not None and main:
