@@ -28,6 +28,7 @@ inputs on a GPU come over once per call.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -79,23 +80,28 @@ def order_keys(scores: np.ndarray, index: np.ndarray, total: int) -> np.ndarray:
     return (bits << 32) | (total - 1 - index)
 
 
+BoxSource = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+
+
 class _State:
     """One call's boxes, groups, and each box's score bound, on the host, ``[B, N, ...]``."""
 
-    def __init__(self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor | None,
+    def __init__(self, boxes: BoxSource, scores: torch.Tensor, classes: torch.Tensor | None,
                  config: PostprocessConfig):
         self.config = config
-        boxes = boxes.detach().to("cpu", torch.float32).numpy()
         self.bound = scores.detach().to("cpu", torch.float32).numpy().copy()  # [B, N]
+        self.batch, self.total = self.bound.shape
+        self.rows = np.arange(self.batch)[:, None]
+        self.boxes_at = boxes if callable(boxes) else lambda index: boxes.gather(
+            1, index.to(boxes.device)[..., None].expand(-1, -1, 4))
         self.groups = None if config.class_agnostic or classes is None else classes.detach().cpu().numpy()
+        self.planes = None  # [5, B, N] when every box is needed up front, else made per window
         if config.method == "gaussian" and self.groups is not None:
             # Soft-NMS keeps classes apart by moving each to its own region, fixed here on every box
             # because the shift's size changes how the IoUs round.
-            boxes = boxes + (self.groups * (np.abs(boxes).max(initial=0) * 2 + 1))[..., None]
+            every = self._boxes(np.broadcast_to(np.arange(self.total), self.bound.shape))
+            self.planes = box_planes(every + (self.groups * (np.abs(every).max(initial=0) * 2 + 1))[..., None])
             self.groups = None
-        self.planes = box_planes(boxes)
-        self.batch, self.total = self.bound.shape
-        self.rows = np.arange(self.batch)[:, None]
         self.keys = order_keys(self.bound, np.arange(self.total)[None], self.total)
         self.seen = np.zeros(self.bound.shape, np.int64)  # selections each bound has been decayed by
         self.picked = np.zeros((self.batch, config.max_detections), np.int64)
@@ -107,6 +113,14 @@ class _State:
         self.bound[self.rows, index] = scores
         self.keys[self.rows, index] = order_keys(scores, index, self.total) if keys is None else keys
         self.seen[self.rows, index] = self.count[:, None]
+
+    def _boxes(self, index: np.ndarray) -> np.ndarray:
+        boxes = self.boxes_at(torch.from_numpy(np.require(index, requirements=["C", "W"])))
+        return boxes.detach().to("cpu", torch.float32).numpy()
+
+    def planes_at(self, index: np.ndarray) -> np.ndarray:
+        """:func:`box_planes` ``[5, B, K]`` of the boxes at ``index [B, K]``."""
+        return box_planes(self._boxes(index)) if self.planes is None else self.planes[:, self.rows, index]
 
 
 class _Window:
@@ -128,7 +142,7 @@ class _Window:
             self.bound, self.bound_score = state.keys[rows[:, 0], left_out], state.bound[rows[:, 0], left_out]
             self.bound_index = left_out
             self.index = np.sort(top[np.arange(size + 1)[None] != out].reshape(state.batch, size), 1)
-        self.planes = state.planes[:, rows, self.index]  # [5, B, K]
+        self.planes = state.planes_at(self.index)  # [5, B, K]
         self.groups = None if state.groups is None else state.groups[rows, self.index]
 
     def narrowed(self, positions: np.ndarray) -> "_Window":
@@ -151,7 +165,7 @@ def _current(state: _State, win: _Window) -> np.ndarray:
     if m == 0 or (seen[:, None] >= state.count[:, None, None]).all():
         return live
     selected = state.picked[:, :m]
-    iou = pairwise_iou(state.planes[:, rows, selected][..., None], win.planes[:, :, None])  # [B, M, K]
+    iou = pairwise_iou(state.planes_at(selected)[..., None], win.planes[:, :, None])  # [B, M, K]
     j = np.arange(m)[None, :, None]
     pending = (j >= seen[:, None]) & (j < state.count[:, None, None])
     if config.method == "gaussian":
@@ -247,11 +261,15 @@ def _round(state: _State, window: _Window, finished: np.ndarray) -> np.ndarray:
     return taken
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor | None, config: PostprocessConfig,
+def nms(boxes: BoxSource, scores: torch.Tensor, classes: torch.Tensor | None, config: PostprocessConfig,
         window: int = WINDOW) -> tuple[torch.Tensor, torch.Tensor]:
     """``boxes [B, N, 4]`` xyxy, ``scores [B, N]``, ``classes [B, N]`` (used unless the config is
     class-agnostic) → selected indices and scores ``[B, ≤max_detections]``, best first, padded
-    with index 0 and score 0. The configured NMS over every box, run on windows (module docstring)."""
+    with index 0 and score 0. The configured NMS over every box, run on windows (module docstring).
+
+    ``boxes`` may instead be a function ``index [B, K] → boxes [B, K, 4]``: only the boxes the
+    windows reach are then made (decoded), often a few hundred of a detector's tens of thousands.
+    """
     state = _State(boxes, scores, classes, config)
     finished = np.full(state.batch, state.total == 0)
     size = min(window, state.total)

@@ -84,7 +84,11 @@ def _numpy_best(x: torch.Tensor, num_classes: int) -> np.ndarray:
 
 def class_logits_at(cls_outputs: list[torch.Tensor], index: torch.Tensor, num_classes: int) -> torch.Tensor:
     """The ``C`` logits ``[B, K, C]`` of the anchors at ``index [B, K]`` (anchor order), read from the
-    per-level outputs: what ``flatten_levels(cls_outputs, C).gather(...)`` gives, without the copy."""
+    per-level outputs: what ``flatten_levels(cls_outputs, C).gather(...)`` gives, without the copy.
+    On the CPU read by numpy, whose indexing follows any memory layout at a fraction of torch's
+    per-call cost (a handful of calls per level here)."""
+    if cls_outputs[0].device.type == "cpu" and cls_outputs[0].dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(_numpy_logits_at(cls_outputs, index.numpy(), num_classes))
     batch, k = index.shape
     images = torch.arange(batch, device=index.device)[:, None].expand(-1, k)
     out = cls_outputs[0].new_zeros(batch, k, num_classes)
@@ -101,26 +105,41 @@ def class_logits_at(cls_outputs: list[torch.Tensor], index: torch.Tensor, num_cl
     return out
 
 
-def _select_candidates(cls_outputs, num_classes, codes, anchors, config):
-    """Candidates ``(logit [B, K], class [B, K] or None, anchor index [B, K] or None, code, anchor)``.
+def _numpy_logits_at(cls_outputs: list[torch.Tensor], index: np.ndarray, num_classes: int) -> np.ndarray:
+    """:func:`class_logits_at` for CPU outputs, level by level through numpy views of their memory."""
+    batch, k = index.shape
+    out = np.zeros((batch, k, num_classes), cls_outputs[0].numpy().dtype)
+    start = 0
+    for x in cls_outputs:
+        b, channels, h, w = x.shape
+        anchors = channels // num_classes
+        at = np.nonzero((index >= start) & (index < start + anchors * h * w))
+        local = index[at] - start  # anchor order within the level: (row, column, anchor)
+        row, rest = np.divmod(local, w * anchors)
+        column, anchor = np.divmod(rest, anchors)
+        channel = anchor[:, None] * num_classes + np.arange(num_classes)
+        out[at] = x.detach().numpy()[at[0][:, None], channel, row[:, None], column[:, None]]
+        start += anchors * h * w
+    return out
+
+
+def _select_candidates(cls_outputs, num_classes, num_anchors, config):
+    """Candidates ``(logit [B, K], class [B, K] or None, anchor index [B, K] or None)``.
 
     Class-agnostic NMS needs no class: it is None and found later for the kept anchors only. The
     anchor index is None when every anchor is a candidate, in order (nothing gathered).
     """
-    batch, num_anchors, _ = codes.shape
     if config.class_agnostic:
-        best, classes = best_logit_per_anchor(cls_outputs, num_classes), None
+        best = best_logit_per_anchor(cls_outputs, num_classes)
         if not 0 < config.pre_nms_top_k < num_anchors:
-            return best, None, None, codes, anchors
+            return best, None, None
         best, idx = best.topk(config.pre_nms_top_k, 1)
-    else:
-        # Per-class: the top (anchor, class) pairs over all classes, as many as anchors by default.
-        k = config.pre_nms_top_k if config.pre_nms_top_k > 0 else num_anchors
-        logits = flatten_levels(cls_outputs, num_classes)
-        best, flat = logits.reshape(batch, -1).topk(min(k, num_anchors * num_classes), 1)
-        idx, classes = flat // num_classes, flat % num_classes
-    codes = codes.gather(1, idx[..., None].expand(-1, -1, 4))
-    return best, classes, idx, codes, anchors[idx]
+        return best, None, idx
+    # Per-class: the top (anchor, class) pairs over all classes, as many as anchors by default.
+    k = config.pre_nms_top_k if config.pre_nms_top_k > 0 else num_anchors
+    logits = flatten_levels(cls_outputs, num_classes)
+    best, flat = logits.reshape(logits.shape[0], -1).topk(min(k, num_anchors * num_classes), 1)
+    return best, flat % num_classes, flat // num_classes
 
 
 def postprocess(
@@ -144,13 +163,19 @@ def postprocess(
     codes = flatten_levels(box_outputs, 4)
     if codes.shape[1] != anchors.shape[0]:
         raise ValueError(f"{codes.shape[1]} outputs per image but {anchors.shape[0]} anchors")
-    best, classes, cand_index, codes, cand_anchors = _select_candidates(cls_outputs, num_classes, codes,
-                                                                        anchors.to(codes.dtype), config)
+    best, classes, cand_index = _select_candidates(cls_outputs, num_classes, anchors.shape[0], config)
     scores = torch.sigmoid(best)
-    boxes = box_coder.decode(codes, cand_anchors)
-    idx, det_scores = nms(boxes, scores, classes, config)
+    anchors = anchors.to(codes.dtype)
+
+    def boxes_at(index: torch.Tensor) -> torch.Tensor:
+        """Candidates ``[B, K]`` → their decoded boxes: NMS decodes only those its windows reach."""
+        index = index.to(codes.device)
+        anchor_index = index if cand_index is None else cand_index.gather(1, index)
+        return box_coder.decode(codes.gather(1, anchor_index[..., None].expand(-1, -1, 4)), anchors[anchor_index])
+
+    idx, det_scores = nms(boxes_at, scores, classes, config)
     valid = det_scores > 0
-    det_boxes = boxes.gather(1, idx[..., None].expand(-1, -1, 4))
+    det_boxes = boxes_at(idx)
     if classes is None:  # class-agnostic: each kept anchor's best class, as argmax finds it first
         anchor_idx = idx if cand_index is None else cand_index.gather(1, idx)
         det_classes = class_logits_at(cls_outputs, anchor_idx, num_classes).argmax(-1)

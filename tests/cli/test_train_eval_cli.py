@@ -144,6 +144,15 @@ def test_train_refuses_a_run_folder_in_use_unless_resumed_or_replaced(data, tmp_
     assert [p.name for p in (out / "weights").iterdir()] == ["last.safetensors"]
 
 
+def test_train_out_that_is_a_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run.txt"
+    out.write_text("not a folder")
+    assert main(["train", "--data", str(tmp_path / "not-read.yaml"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"efficientdet train: error: {out}: the run folder is a file; "
+                                       "name a folder with --out\n")
+    assert out.read_text() == "not a folder"
+
+
 def fewer_classes(data, folder):
     """The dataset ``data`` without its last category (and that category's boxes)."""
     folder.mkdir()

@@ -146,6 +146,8 @@ RUN_FILES = ("config.json", "metrics.jsonl", "train_state.pt", "weights", "curve
 def _prepare_run_folder(out: Path, cfg: TrainConfig, log) -> None:
     """Keep two runs from mixing in one folder (one's weights, the other's metrics): a non-empty
     ``out`` is refused unless ``resume`` continues its run or ``exist_ok`` replaces it."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: the run folder is a file; name a folder with --out")
     if cfg.resume or not out.is_dir() or not any(out.iterdir()):
         return
     if not cfg.exist_ok:
