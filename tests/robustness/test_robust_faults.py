@@ -159,19 +159,11 @@ def test_resume_from_a_truncated_training_state_is_a_one_line_error(shapes, tmp_
     assert_user_error(result, "train", f"{out / 'train_state.pt'}: not a readable training state")
 
 
-@pytest.mark.parametrize("command, stop", [("train", signal.SIGTERM), ("demo", signal.SIGTERM),
-                                           ("train", signal.SIGINT)])
-def test_stop_signal_to_the_process_group_stops_workers_and_main_cleanly(command, stop, shapes, tmp_path):
-    """A stop sent to the whole process group (GNU timeout and SLURM scancel send SIGTERM, Ctrl-C
-    SIGINT) reaches the DataLoader workers too: SIGINT they leave to the main process, SIGTERM ends
-    them; either way the main process checkpoints the step it is at, says how to resume in one
-    line and exits 130, and the run then resumes to its end."""
-    out = tmp_path / "run"
-    args = (train_args(shapes, out, "--workers", "2") if command == "train" else
-            ["demo", "--out", out, "--epochs", "2", "--train-images", "16", "--val-images", "4", "--image-size",
-             "128", "--batch-size", "4", "--workers", "2"])
+def stop_the_group(argv: list, stop: int, tmp_path: Path) -> str:
+    """Run ``efficientdet ARGV`` in its own process group, send ``stop`` to the whole group once it
+    trains, and check the exit: 130, no traceback, one line. Returns that line."""
     with open(tmp_path / "stdout", "wb") as stdout, open(tmp_path / "stderr", "wb") as stderr:
-        proc = subprocess.Popen(cli_command(*args), stdout=stdout, stderr=stderr, env=CHILD_ENV,
+        proc = subprocess.Popen(cli_command(*argv), stdout=stdout, stderr=stderr, env=CHILD_ENV,
                                 start_new_session=True)
     try:
         wait_until(lambda: b"loss=" in (tmp_path / "stderr").read_bytes(), proc)
@@ -183,7 +175,21 @@ def test_stop_signal_to_the_process_group_stops_workers_and_main_cleanly(command
     err = (tmp_path / "stderr").read_text()
     assert "Traceback" not in err, err
     lines = message_lines(err)
-    assert len(lines) == 1 and lines[0].startswith(f"efficientdet {command}: stopped by signal {int(stop)}"), err
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command, stop", [("demo", signal.SIGTERM), ("train", signal.SIGINT)])
+def test_stop_signal_to_the_process_group_stops_workers_and_main_cleanly(command, stop, shapes, tmp_path):
+    """A stop sent to the whole process group (Ctrl-C sends SIGINT; GNU timeout and SLURM scancel
+    SIGTERM: see the next test for train) reaches the DataLoader workers too: SIGINT they leave to
+    the main process, SIGTERM ends them; either way the main process checkpoints the step it is
+    at, says how to resume in one line and exits 130, and the run then resumes to its end."""
+    out = tmp_path / "run"
+    args = (train_args(shapes, out, "--workers", "2") if command == "train" else
+            ["demo", "--out", out, "--epochs", "2", "--train-images", "16", "--val-images", "4", "--image-size",
+             "128", "--batch-size", "4", "--workers", "2"])
+    assert stop_the_group(args, stop, tmp_path).startswith(f"efficientdet {command}: stopped by signal {int(stop)}")
     assert (out / "train_state.pt").is_file() and (out / "weights" / "last.safetensors").is_file()
     data = shapes if command == "train" else out / "data" / "data.yaml"
     result = run_cli_captured(*train_args(data, out, "--resume"))
@@ -196,19 +202,7 @@ def test_workers_killed_by_the_stop_signal_leave_the_last_whole_step_checkpointe
     the checkpoint is of the last whole step, and resuming from it ends with the uninterrupted
     run's weights."""
     out = tmp_path / "run"
-    command = cli_command(*train_args(shapes, out, "--workers", "2"))
-    with open(tmp_path / "stdout", "wb") as stdout, open(tmp_path / "stderr", "wb") as stderr:
-        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=CHILD_ENV, start_new_session=True)
-    try:
-        wait_until(lambda: b"loss=" in (tmp_path / "stderr").read_bytes(), proc)
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(timeout=300) == 130
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    err = (tmp_path / "stderr").read_text()
-    assert "Traceback" not in err, err
-    lines = message_lines(err)
-    assert len(lines) == 1 and lines[0].startswith("efficientdet train: stopped by signal 15"), err
+    line = stop_the_group(train_args(shapes, out, "--workers", "2"), signal.SIGTERM, tmp_path)
+    assert line.startswith("efficientdet train: stopped by signal 15")
     assert_same_model(resume(shapes, out), uninterrupted)
 
