@@ -18,7 +18,7 @@ same way, a window of candidates at a time:
   so that the number of rounds stays small whatever the scores.
 
 Ties in score break by the lower index, everywhere the same, so the result equals the greedy over
-every box to the bit, and tied scores (an untrained model's) cost little more than spread ones.
+every box to the bit, and tied scores (an untrained model's) no longer make it compare every pair.
 
 Written with numpy on the host rather than torch: the greedy is ~``max_detections`` steps of a
 dozen operations on small arrays, where a numpy call costs several times less than a torch one;
@@ -156,8 +156,8 @@ class _Window:
 
 def _current(state: _State, win: _Window) -> np.ndarray:
     """The window's current scores ``[B, K]``: each bound decayed (soft) or suppressed (hard) by the
-    selections made since it was computed. A product of decays taken in order (``cumprod``, decay
-    1 for a selection already counted) rounds as the steps do."""
+    selections made since it was computed. The decays are multiplied in the order of the
+    selections (1 for one already counted), so the products round as the steps' do."""
     config, rows = state.config, state.rows
     live = state.bound[rows, win.index]
     m = int(state.count.max())
