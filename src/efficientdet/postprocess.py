@@ -66,10 +66,15 @@ def best_logit_per_anchor(cls_outputs: list[torch.Tensor], num_classes: int) -> 
     channels-last outputs, a row of pixels inner for NCHW ones): its reductions along either axis
     run several times faster there than torch's, and this one reads every logit of the image.
     """
-    if cls_outputs[0].device.type == "cpu" and cls_outputs[0].dtype in (torch.float32, torch.float64):
+    if _numpy_readable(cls_outputs[0]):
         return torch.from_numpy(np.concatenate([_numpy_best(x, num_classes) for x in cls_outputs], 1))
     return torch.cat([x.unflatten(1, (-1, num_classes)).amax(2).permute(0, 2, 3, 1).flatten(1)
                       for x in cls_outputs], 1)
+
+
+def _numpy_readable(x: torch.Tensor) -> bool:
+    """Whether numpy can read ``x`` in place (the CPU fast paths here): on the CPU, in a dtype it has."""
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
 
 
 def _numpy_best(x: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -87,7 +92,7 @@ def class_logits_at(cls_outputs: list[torch.Tensor], index: torch.Tensor, num_cl
     per-level outputs: what ``flatten_levels(cls_outputs, C).gather(...)`` gives, without the copy.
     On the CPU read by numpy, whose indexing follows any memory layout at a fraction of torch's
     per-call cost (a handful of calls per level here)."""
-    if cls_outputs[0].device.type == "cpu" and cls_outputs[0].dtype in (torch.float32, torch.float64):
+    if _numpy_readable(cls_outputs[0]):
         return torch.from_numpy(_numpy_logits_at(cls_outputs, index.numpy(), num_classes))
     batch, k = index.shape
     images = torch.arange(batch, device=index.device)[:, None].expand(-1, k)

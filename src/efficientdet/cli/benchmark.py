@@ -36,12 +36,13 @@ def run(args: argparse.Namespace) -> int:
     result = run_benchmark(model, args.backend, args.batch_size, args.threads, device,
                            "float16" if args.half else "bfloat16" if args.bf16 else "float32", args.nms,
                            args.end_to_end, args.warmup, args.iterations, weights)
-    report = {**dataclasses.asdict(result), "cpu": cpu_name(), "isa": cpu_isa(),
-              "matmul_gflops": matmul_gflops(result.threads), "torch": torch.__version__}
+    gflops = matmul_gflops(result.threads)
+    report = {**dataclasses.asdict(result), "cpu": cpu_name(), "isa": cpu_isa(), "matmul_gflops": gflops,
+              "torch": torch.__version__}
     if args.json == "-":
         print(json.dumps(report, indent=2))
         return 0
-    print(machine_line(result.threads))
+    print(machine_line(result.threads, gflops))
     print(result.table())
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
