@@ -53,7 +53,7 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
     from efficientdet.anchors import generate_anchors
     from efficientdet.config import evaluation_postprocess
     from efficientdet.data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
-    from efficientdet.train.engine import evaluate
+    from efficientdet.evaluate import evaluate
     from efficientdet.weights import save_safetensors
 
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
     cfg = model.config
     anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors)
     loader = build_loader(DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
-                                                                        cfg.preprocess.std)), 8, train=False, workers=0)
+                                                                        cfg.preprocess.std)), 8)
     for scope, post in (("per-class", evaluation_postprocess(cfg.postprocess)), ("global", cfg.postprocess)):
         saved = tmp_path / f"{scope}.json"
         assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
