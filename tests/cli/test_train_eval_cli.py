@@ -79,6 +79,28 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
     assert json.loads((tmp_path / "per-class.json").read_text()) != json.loads((tmp_path / "global.json").read_text())
 
 
+def test_evaluation_does_not_import_the_trainer():
+    """Arrows run one way: evaluate and the eval command are below train, which calls them."""
+    import ast
+
+    import efficientdet
+
+    root = Path(efficientdet.__file__).parent
+    for path in (root / "evaluate.py", root / "cli" / "eval.py"):
+        package = "efficientdet" if path.parent == root else "efficientdet.cli"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = f"{base}.{node.module or ''}".strip(".")
+                names = [module] + [f"{module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n == "efficientdet.train" or n.startswith("efficientdet.train.") for n in names), \
+                (path, names)
+
+
 def test_set_values_are_typed_and_checked():
     cfg = apply_sets(TrainConfig(), ["lr=0.04", "amp=true", "scale_range=0.5,1.5", "loss.gamma=2", "weights=none"])
     assert cfg.lr == 0.04 and cfg.amp is True and cfg.scale_range == (0.5, 1.5) and cfg.loss.gamma == 2.0

@@ -139,9 +139,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(shapes, tmp_path, 
 
 
 def test_run_folder_contents_and_weights_metadata(shapes, tmp_path):
-    summary = train(base(shapes, tmp_path / "run", epochs=1, eval_every=1), log=lambda *_: None)
+    records = []
+    summary = train(base(shapes, tmp_path / "run", epochs=1, eval_every=1), log=lambda *_: None,
+                    on_epoch=records.append)
     run = tmp_path / "run"
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert records == summary["history"] == [record]  # the per-epoch callback receives each record
     assert {"epoch", "loss", "lr", "images_per_s", "AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(record)
     config = json.loads((run / "config.json").read_text())
     assert config["names"] == ["circle", "square", "triangle", "star"] and config["model"]["head"]["num_classes"] == 4

@@ -126,6 +126,7 @@ class Loaders:
 
 def build_loaders(cfg: TrainConfig, mcfg: ModelConfig, splits: Splits, rank: int, world: int,
                   device: torch.device) -> Loaders:
+    """This rank's training loader; the validation loader on the main process, which alone evaluates."""
     main = rank == 0
     train = train_loader(cfg, splits.train, mcfg, rank, world, validate=main, pin_memory=device.type == "cuda")
     val = None
@@ -163,6 +164,7 @@ def build_optimisation(cfg: TrainConfig, model: nn.Module, world: int, device: t
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bfloat16 where the device has it (no loss scaling), else float16; None without AMP."""
     use = cfg.amp if cfg.amp is not None else device.type == "cuda"
     if not use:
         return None
