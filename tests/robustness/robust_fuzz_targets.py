@@ -24,7 +24,7 @@ from efficientdet import box_coder
 from efficientdet.assign import batched_iou
 from efficientdet.config import PostprocessConfig
 from efficientdet.data import DatasetError, load_coco, load_dataset_yaml, load_voc, load_yolo
-from efficientdet.nms import nms
+from efficientdet.nms import compiled_greedy, nms
 from efficientdet.weights import tf_checkpoint as tfc
 
 NAMES = ["circle", "square", "triangle", "star"]
@@ -388,10 +388,13 @@ def check_nms(example, _workdir: Path) -> str:
     boxes = torch.tensor(raw_boxes, dtype=torch.float32)
     scores = torch.tensor(raw_scores, dtype=torch.float32)
     classes = torch.tensor(raw_classes)
-    full_idx, full_scores = nms(boxes, scores, classes, config, window=scores.shape[1])  # all
-    top_idx, top_scores = nms(boxes, scores, classes, config, window=candidates)
+    full_idx, full_scores = nms(boxes, scores, classes, config, window=scores.shape[1], compiled=False)  # all
+    top_idx, top_scores = nms(boxes, scores, classes, config, window=candidates, compiled=False)
     real = full_scores > 0  # the rest is padding, whose index means nothing
     assert torch.equal(top_scores, full_scores) and torch.equal(top_idx[real], full_idx[real])
+    if compiled_greedy() is not None:  # the compiled lazy greedy: the same selections, to the bit
+        kernel_idx, kernel_scores = nms(boxes, scores, classes, config, compiled=True)
+        assert torch.equal(kernel_scores, full_scores) and torch.equal(kernel_idx[real], full_idx[real])
     tolerance = 1e-5
     for image in range(len(raw_boxes)):
         picked, picked_scores = full_idx[image][real[image]].tolist(), full_scores[image][real[image]].tolist()
