@@ -109,7 +109,7 @@ def test_detections_match_official_as_sets(d0, ref, key, nms):
 @pytest.mark.parametrize("name", list_models())
 def test_every_variant_round_trips_through_the_official_format(tmp_path, name):
     """Our map for each variant writes an official-layout checkpoint that loads back exactly."""
-    from efficientdet.weights.tf_checkpoint import write_tf_checkpoint
+    from efficientdet.weights.tf_checkpoint.writer import write_tf_checkpoint
 
     cfg = get_config(name)
     size = 2 ** (cfg.max_level + 1)
