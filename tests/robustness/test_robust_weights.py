@@ -225,7 +225,7 @@ CASES: dict[str, tuple[Maker, str, list[str]]] = {
                                 [f"{{path}}/model.data-00000-of-00001: tensor '{STEM}': bytes [0, {2**40}) run "
                                  "past the end of the file (16 bytes; truncated?)"]),
     "tf-of-other-variant": (tf_of_other_variant, "predict",
-                            ["{path}/model: checkpoint has no tensor 'efficientnet-lite1/"]),
+                            ["{path}/model: missing tensor 'efficientnet-lite1/"]),
     "tf-directory-without-index": (tf_without_index, "eval",
                                    ["{path}: directory has no 'checkpoint' state file and 0 *.index files"]),
     "weights-file-missing": (missing_file, "export", ["{path}: no such file or directory"]),

@@ -137,7 +137,7 @@ def test_every_variant_round_trips_through_the_official_format(tmp_path, name):
 
 
 def test_wrong_variant_is_named(official_d0):
-    with pytest.raises(WeightsError, match="efficientdet-d0/model: checkpoint has no tensor 'efficientnet-b1/"):
+    with pytest.raises(WeightsError, match="efficientdet-d0/model: missing tensor 'efficientnet-b1/"):
         create_model("efficientdet-d1", weights=official_d0)
     with pytest.raises(WeightsError, match="class-predict"):
         create_model("efficientdet-d0", num_classes=20, weights=official_d0)
