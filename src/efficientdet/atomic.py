@@ -8,8 +8,8 @@ itself is on disk. Until then the previous file stays intact.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

@@ -33,8 +33,8 @@ from safetensors.torch import save_file
 from efficientdet import create_model
 from efficientdet.weights import save_safetensors
 from efficientdet.weights import tf_checkpoint as tfc
-from efficientdet.weights.tf_checkpoint import writer as tf_writer
 from efficientdet.weights.official import official_names
+from efficientdet.weights.tf_checkpoint import writer as tf_writer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hostile pickle's
 

@@ -14,7 +14,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from efficientdet.weights.tf_checkpoint import CheckpointError, TFCheckpoint, resolve_checkpoint_prefix
+from efficientdet.weights.tf_checkpoint import (
+    CheckpointError,
+    TFCheckpoint,
+    resolve_checkpoint_prefix,
+)
 from efficientdet.weights.tf_checkpoint import table as tf_table
 from efficientdet.weights.tf_checkpoint import wire as tf_wire
 from efficientdet.weights.tf_checkpoint import writer as tf_writer

@@ -9,8 +9,7 @@ checkpoint has them, as the official inference does (``inference.restore_ckpt``)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch

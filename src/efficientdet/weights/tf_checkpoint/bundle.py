@@ -11,7 +11,17 @@ from typing import NamedTuple
 import google_crc32c
 import numpy as np
 
-from .wire import BYTES, FIXED32, VARINT, FormatError, decode, last, read_varint, signed64, unmask
+from .wire import (
+    BYTES,
+    FIXED32,
+    VARINT,
+    FormatError,
+    decode,
+    last,
+    read_varint,
+    signed64,
+    unmask,
+)
 
 BUNDLE_VERSION = 1
 HEADER_KEY = b""

@@ -16,7 +16,14 @@ import google_crc32c
 import numpy as np
 
 from ..errors import CheckpointError
-from .bundle import BUNDLE_VERSION, DISK_DTYPES, DT_BFLOAT16, DT_STRING, HEADER_KEY, length_crc_bytes
+from .bundle import (
+    BUNDLE_VERSION,
+    DISK_DTYPES,
+    DT_BFLOAT16,
+    DT_STRING,
+    HEADER_KEY,
+    length_crc_bytes,
+)
 from .paths import index_path
 from .table import HANDLES_SIZE, NO_COMPRESSION, TABLE_MAGIC, crc_trailer
 from .wire import BYTES, FIXED32, VARINT, mask, masked_crc, varint
