@@ -21,16 +21,7 @@ from defusedxml import DefusedXmlException, ElementTree
 
 from ..sample import DatasetError, DatasetSplit, ParseReport, Sample
 from ..transforms import image_size
-from .common import (
-    DEFAULT_MAX_BOXES,
-    MAX_SIDE,
-    Object,
-    build_sample,
-    check_box_count,
-    require_files,
-    safe_join,
-    show,
-)
+from . import common
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -39,7 +30,7 @@ VOC_CLASSES = (
 
 
 def load_voc(root: str | Path, split: str | None = None, names: Sequence[str] | None = None,
-             max_boxes: int = DEFAULT_MAX_BOXES) -> DatasetSplit:
+             max_boxes: int = common.DEFAULT_MAX_BOXES) -> DatasetSplit:
     """``root`` = ``VOCdevkit/VOC2012``; ``split`` names ``ImageSets/Main/<split>.txt``, or every
     ``Annotations/*.xml`` when None; ``names`` default to the 20 VOC classes."""
     root = Path(root)
@@ -49,13 +40,13 @@ def load_voc(root: str | Path, split: str | None = None, names: Sequence[str] | 
     if split is None:
         xmls, source = sorted(annotations.glob("*.xml")), annotations
     else:
-        source = safe_join(root / "ImageSets" / "Main", f"{split}.txt", f"{root}: split")
-        xmls = [safe_join(annotations, f"{i}.xml", f"{source}: id {i!r}") for i in _read_ids(source)]
-    require_files(xmls, "annotation files", source)
+        source = common.safe_join(root / "ImageSets" / "Main", f"{split}.txt", f"{root}: split")
+        xmls = [common.safe_join(annotations, f"{i}.xml", f"{source}: id {i!r}") for i in _read_ids(source)]
+    common.require_files(xmls, "annotation files", source)
     report = ParseReport()
     samples = [_voc_sample(xml, index, root / "JPEGImages", label_of, report, max_boxes)
                for index, xml in enumerate(xmls)]
-    require_files([s.image_path for s in samples], "images", source)
+    common.require_files([s.image_path for s in samples], "images", source)
     return DatasetSplit(samples, names, list(range(len(names))), report)
 
 
@@ -82,12 +73,12 @@ def _voc_sample(xml: Path, index: int, image_dir: Path, label_of: dict[str, int]
     except OSError as e:
         raise DatasetError(f"{xml}: cannot read ({e.strerror})") from None
     filename = (root.findtext("filename") or "").strip()
-    image = safe_join(image_dir, filename, f"{xml}: <filename>") if filename else image_dir / f"{xml.stem}.jpg"
+    image = common.safe_join(image_dir, filename, f"{xml}: <filename>") if filename else image_dir / f"{xml.stem}.jpg"
     width, height = _voc_size(root, xml, image)
     found = root.findall("object")
-    check_box_count(len(found), max_boxes, str(xml))
+    common.check_box_count(len(found), max_boxes, str(xml))
     objects = [_voc_object(obj, f"{xml}: object #{i}", label_of) for i, obj in enumerate(found)]
-    return build_sample(image, index, width, height, objects, report)
+    return common.build_sample(image, index, width, height, objects, report)
 
 
 def _voc_size(root: Any, xml: Path, image: Path) -> tuple[int, int]:
@@ -95,16 +86,16 @@ def _voc_size(root: Any, xml: Path, image: Path) -> tuple[int, int]:
     size = [_xml_number(root, f"size/{tag}", str(xml)) if root.find(f"size/{tag}") is not None else 0.0
             for tag in ("width", "height")]
     if all(size):
-        if not all(s.is_integer() and 0 < s <= MAX_SIDE for s in size):
+        if not all(s.is_integer() and 0 < s <= common.MAX_SIDE for s in size):
             raise DatasetError(f"{xml}: <size> must be positive whole pixels, got {size[0]}x{size[1]}")
         return int(size[0]), int(size[1])
     return image_size(image, max_pixels=2**62)  # only the size is wanted here: no pixel cap
 
 
-def _voc_object(obj: Any, where: str, label_of: dict[str, int]) -> Object:
+def _voc_object(obj: Any, where: str, label_of: dict[str, int]) -> common.Object:
     name = (obj.findtext("name") or "").strip()
     if name not in label_of:
-        raise DatasetError(f"{where}: class {show(name)} is not one of the {len(label_of)} names")
+        raise DatasetError(f"{where}: class {common.show(name)} is not one of the {len(label_of)} names")
     if obj.find("bndbox") is None:
         raise DatasetError(f"{where}: missing <bndbox>")
     x1, y1, x2, y2 = (_xml_number(obj, f"bndbox/{tag}", where) for tag in ("xmin", "ymin", "xmax", "ymax"))
@@ -112,7 +103,7 @@ def _voc_object(obj: Any, where: str, label_of: dict[str, int]) -> Object:
         raise DatasetError(f"{where}: bndbox has xmax < xmin or ymax < ymin: ({x1}, {y1}, {x2}, {y2})")
     difficult = (obj.findtext("difficult") or "0").strip()
     if difficult not in ("0", "1"):
-        raise DatasetError(f"{where}: <difficult> must be 0 or 1, got {show(difficult)}")
+        raise DatasetError(f"{where}: <difficult> must be 0 or 1, got {common.show(difficult)}")
     # 1-based inclusive pixel indices → continuous coordinates (see the module docstring).
     return (x1 - 1, y1 - 1, x2, y2), label_of[name], difficult == "1"
 
@@ -122,7 +113,7 @@ def _xml_number(node: Any, tag: str, where: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise DatasetError(f"{where}: <{tag}> must be a number, got {show(text)}") from None
+        raise DatasetError(f"{where}: <{tag}> must be a number, got {common.show(text)}") from None
     if not math.isfinite(value):
-        raise DatasetError(f"{where}: <{tag}> must be finite, got {show(text)}")
+        raise DatasetError(f"{where}: <{tag}> must be finite, got {common.show(text)}")
     return value
