@@ -26,6 +26,9 @@ from efficientdet.config import PostprocessConfig
 from efficientdet.data import DatasetError, load_coco, load_dataset_yaml, load_voc, load_yolo
 from efficientdet.nms import compiled_greedy, nms
 from efficientdet.weights import tf_checkpoint as tfc
+from efficientdet.weights.tf_checkpoint import bundle as tf_bundle
+from efficientdet.weights.tf_checkpoint import wire as tf_wire
+from efficientdet.weights.tf_checkpoint import writer as tf_writer
 
 NAMES = ["circle", "square", "triangle", "star"]
 WIDTH, HEIGHT = 48, 32  # the one image the annotation targets describe
@@ -79,7 +82,7 @@ def tf_bundles(draw):
     for name in draw(st.lists(st.text(min_size=1, max_size=4), max_size=4, unique=True)):
         if draw(st.booleans()):  # a string tensor, laid out as TF does
             strings = draw(st.lists(st.binary(max_size=6), max_size=4))
-            payload, crc = tfc._encode_strings(strings)
+            payload, crc = tf_writer.encode_strings(strings)
             offset, size = len(data), len(payload)
             data += payload
             dtype, shape = 7, draw(st.sampled_from([(len(strings),), (1, len(strings)), ()]))
@@ -87,14 +90,14 @@ def tf_bundles(draw):
             dtype = draw(st.one_of(st.sampled_from([1, 2, 3, 4, 5, 6, 9, 10, 14, 17, 19, 22, 23]), st.integers(0, 40)))
             shape = tuple(draw(st.lists(st.one_of(st.integers(0, 4), st.integers(-2, 2**63 - 1)), max_size=40)))
             offset = draw(st.one_of(st.integers(0, len(data)), st.integers(-(2**63), 2**63 - 1)))
-            itemsize = tfc._DISK_DTYPES[dtype].itemsize if dtype in tfc._DISK_DTYPES else 1
+            itemsize = tf_bundle.DISK_DTYPES[dtype].itemsize if dtype in tf_bundle.DISK_DTYPES else 1
             size = draw(st.one_of(st.just(math.prod(shape) * itemsize), st.integers(-(2**63), 2**63 - 1)))
             window = data[offset:offset + size] if 0 <= offset and 0 <= size else b""
-            crc = tfc._masked_crc(window) if draw(st.booleans()) else draw(st.integers(0, 2**32 - 1))
-        entries[name] = tfc._encode_entry(dtype, shape, draw(st.sampled_from([0, 0, 0, 1, -1])), offset,
+            crc = tf_wire.masked_crc(window) if draw(st.booleans()) else draw(st.integers(0, 2**32 - 1))
+        entries[name] = tf_writer.encode_entry(dtype, shape, draw(st.sampled_from([0, 0, 0, 1, -1])), offset,
                                           size, crc)
-    header = draw(st.one_of(st.just(tfc._encode_header()),
-                            st.builds(tfc._encode_header, st.integers(-(2**63), 2**63 - 1)),
+    header = draw(st.one_of(st.just(tf_writer.encode_header()),
+                            st.builds(tf_writer.encode_header, st.integers(-(2**63), 2**63 - 1)),
                             st.binary(max_size=12)))
     return header, entries, data
 
@@ -102,7 +105,7 @@ def tf_bundles(draw):
 def check_tf_bundle(example, workdir: Path) -> str:
     header, entries, data = example
     items = [(b"", header)] + sorted((name.encode("utf-8"), entry) for name, entry in entries.items())
-    (workdir / "model.index").write_bytes(tfc._build_table(items))
+    (workdir / "model.index").write_bytes(tf_writer.build_table(items))
     (workdir / "model.data-00000-of-00001").write_bytes(data)
     try:
         checkpoint = tfc.TFCheckpoint(workdir / "model")

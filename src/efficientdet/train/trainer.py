@@ -44,8 +44,9 @@ from ..data.loader import collate, ignore_interrupts
 from ..devices import resolve_device
 from ..loss import LossConfig
 from ..model import EfficientDet
-from ..weights import WeightsError, read_metadata, read_weights, save_safetensors
+from ..weights import read_metadata, read_weights, save_safetensors
 from ..weights.pretrained import load_pretrained_backbone
+from ..weights.remap import remap_state
 from .checkpoint import atomic_torch_save, load_training_state, rng_state, set_rng_state
 from .ema import ModelEMA
 from .engine import NonFiniteLoss, evaluate, train_one_epoch
@@ -215,13 +216,9 @@ def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
         elif src_classes != 90:
             src_classes = 90  # official checkpoints and effdet's COCO models have 90 outputs
         source = create_model(model.config.name, num_classes=src_classes, image_size=model.config.image_size)
-        state = read_weights(source, cfg.weights)
-        if src_classes != model.config.num_classes:
-            state = {k: v for k, v in state.items() if not k.startswith("class_net.predict.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("class_net.predict.") and "num_batches" not in k]
-        if missing or unexpected:
-            raise WeightsError(f"{cfg.weights}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        new_head = ("class_net.predict.",) if src_classes != model.config.num_classes else ()
+        state = remap_state(read_weights(source, cfg.weights), model.state_dict(), str(cfg.weights), ignore=new_head)
+        model.load_state_dict(state, strict=not new_head)
         head = "" if src_classes == model.config.num_classes else f" (class head re-initialised: {src_classes} → {model.config.num_classes} classes)"
         return f"weights from {cfg.weights}{head}"
     if cfg.backbone_weights:
