@@ -5,7 +5,10 @@ apart (:class:`efficientdet.benchmark.TimedNetwork`), for hard and soft NMS, wit
 
 * tied scores: the fresh initialisation, every (anchor, class) pair at the class prior, as an
   untrained model (or an early validation pass) gives them;
-* spread scores: :func:`efficientdet.benchmark.spread_random_weights`.
+* spread scores: :func:`efficientdet.benchmark.spread_random_weights`;
+
+and for both greedies: the compiled kernel (numba, the ``fast`` extra) and the numpy rounds
+(what runs without numba).
 
     python benchmarks/bench_postprocess.py [--model efficientdet-d0] [--threads 2] [--calls 30]
 """
@@ -18,12 +21,20 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import torch
 
 from efficientdet import create_model
-from efficientdet.benchmark import (TimedNetwork, build_predictor, machine_line, spread_random_weights,
-                                    synthetic_image, time_calls)
+from efficientdet import nms as nms_module
+from efficientdet.benchmark import (
+    TimedNetwork,
+    build_predictor,
+    machine_line,
+    spread_random_weights,
+    synthetic_image,
+    time_calls,
+)
 
 
 def measure(model, nms: str, threads: int, calls: int, workdir: Path) -> tuple[float, float]:
@@ -44,6 +55,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=30)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kernels = ["numpy"] if nms_module.compiled_greedy() is None else ["compiled", "numpy"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for scores in ("tied", "spread"):
@@ -52,14 +64,18 @@ def main() -> int:
             if scores == "spread":
                 spread_random_weights(model)
             for nms in ("hard", "soft"):
-                workdir = Path(tmp) / f"{scores}-{nms}"
-                workdir.mkdir()
-                network, post = measure(model, nms, args.threads, args.calls, workdir)
-                rows.append(f"| {scores} | {nms} | {network:.1f} | {post:.1f} | {post / network:.0%} |")
-                print(f"measured {rows[-1]}", file=sys.stderr, flush=True)
+                for kernel in kernels:
+                    workdir = Path(tmp) / f"{scores}-{nms}-{kernel}"
+                    workdir.mkdir()
+                    # The numpy rows: NMS as it runs where numba is not installed.
+                    with mock.patch.object(nms_module, "compiled_greedy",
+                                           (lambda: None) if kernel == "numpy" else nms_module.compiled_greedy):
+                        network, post = measure(model, nms, args.threads, args.calls, workdir)
+                    rows.append(f"| {scores} | {nms} | {kernel} | {network:.1f} | {post:.1f} | {post / network:.0%} |")
+                    print(f"measured {rows[-1]}", file=sys.stderr, flush=True)
     print(f"\n{machine_line(args.threads)}\n{args.model}, batch 1, ONNX Runtime; median ms per call\n")
-    print("| scores | NMS | network | decoding + NMS | share of the network |")
-    print("|---|---|---:|---:|---:|")
+    print("| scores | NMS | greedy | network | decoding + NMS | share of the network |")
+    print("|---|---|---|---:|---:|---:|")
     print("\n".join(rows))
     return 0
 

@@ -32,6 +32,7 @@ from torch import nn
 from .config import PostprocessConfig
 from .inference import Predictor
 from .model import EfficientDet
+from .nms import compiled_greedy
 from .profile import count_flops, count_parameters
 
 # spread_random_weights: the spread of the class logits around the prior (confident pairs and many far
@@ -272,8 +273,9 @@ def machine_line(threads: int | None = None, gflops: float | None = None) -> str
     """One line naming the CPU, its vector extensions and its fp32 matmul rate (measured here unless given)."""
     threads = threads or torch.get_num_threads()
     gflops = matmul_gflops(threads) if gflops is None else gflops
+    greedy = "numpy" if compiled_greedy() is None else "compiled (numba)"
     return (f"{cpu_name()} ({cpu_isa()}), {threads} threads: fp32 matmul {gflops:.0f} GFLOP/s "
-            f"measured; torch {torch.__version__}")
+            f"measured; torch {torch.__version__}; NMS greedy: {greedy}")
 
 
 def cpu_name() -> str:

@@ -68,8 +68,10 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def soft_decay(iou: np.ndarray, sigma: float) -> np.ndarray:
     """exp(-IoU² / σ), the one expression both a step and bringing a window up to date use; floored
-    at the smallest float (only a σ below 0.01 reaches it) so that -inf × decay is never NaN."""
-    decay = np.exp(iou * iou * np.float32(-1 / sigma))
+    at the smallest float (only a σ below 0.01 reaches it) so that -inf × decay is never NaN.
+    The exp is float64's, rounded to float32: numpy's float32 exp and libm's (the compiled
+    kernel's) differ in the last bit for ~40% of inputs; float64 rounded agrees between them."""
+    decay = np.exp((iou * iou * np.float32(-1 / sigma)).astype(np.float64)).astype(np.float32)
     return np.maximum(decay, TINY, out=decay)
 
 
@@ -80,7 +82,7 @@ def order_keys(scores: np.ndarray, index: np.ndarray, total: int) -> np.ndarray:
     return (bits << 32) | (total - 1 - index)
 
 
-BoxSource = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+BoxSource = torch.Tensor | Callable[[torch.Tensor | None], torch.Tensor]
 
 
 class _State:
@@ -92,7 +94,7 @@ class _State:
         self.bound = scores.detach().to("cpu", torch.float32).numpy().copy()  # [B, N]
         self.batch, self.total = self.bound.shape
         self.rows = np.arange(self.batch)[:, None]
-        self.boxes_at = boxes if callable(boxes) else lambda index: boxes.gather(
+        self.boxes_at = boxes if callable(boxes) else lambda index: boxes if index is None else boxes.gather(
             1, index.to(boxes.device)[..., None].expand(-1, -1, 4))
         self.groups = None if config.class_agnostic or classes is None else classes.detach().cpu().numpy()
         self.planes = None  # [5, B, N] when every box is needed up front, else made per window
@@ -100,7 +102,8 @@ class _State:
             # Soft-NMS keeps classes apart by moving each to its own region, fixed here on every box
             # because the shift's size changes how the IoUs round.
             every = self._boxes(np.broadcast_to(np.arange(self.total), self.bound.shape))
-            self.planes = box_planes(every + (self.groups * (np.abs(every).max(initial=0) * 2 + 1))[..., None])
+            shift = self.groups.astype(np.float32) * (np.abs(every).max(initial=0) * 2 + 1)
+            self.planes = box_planes(every + shift[..., None])  # float32, as every other box's
             self.groups = None
         self.keys = order_keys(self.bound, np.arange(self.total)[None], self.total)
         self.seen = np.zeros(self.bound.shape, np.int64)  # selections each bound has been decayed by
@@ -117,6 +120,13 @@ class _State:
     def _boxes(self, index: np.ndarray) -> np.ndarray:
         boxes = self.boxes_at(torch.from_numpy(np.require(index, requirements=["C", "W"])))
         return boxes.detach().to("cpu", torch.float32).numpy()
+
+    def every_plane(self) -> np.ndarray:
+        """:func:`box_planes` ``[5, B, N]`` of every box, float32 (what the compiled kernel reads)."""
+        if self.planes is None:
+            boxes = self.boxes_at(None).detach().to("cpu", torch.float32).numpy()
+            return box_planes(boxes.reshape(self.batch, self.total, 4))
+        return np.ascontiguousarray(self.planes, np.float32)
 
     def planes_at(self, index: np.ndarray) -> np.ndarray:
         """:func:`box_planes` ``[5, B, K]`` of the boxes at ``index [B, K]``."""
@@ -261,16 +271,34 @@ def _round(state: _State, window: _Window, finished: np.ndarray) -> np.ndarray:
     return taken
 
 
+def compiled_greedy() -> Callable | None:
+    """:func:`efficientdet.nms_kernel.greedy` when numba is installed (the ``fast`` extra), else None."""
+    try:
+        from .nms_kernel import greedy
+    except ImportError:
+        return None
+    return greedy
+
+
 def nms(boxes: BoxSource, scores: torch.Tensor, classes: torch.Tensor | None, config: PostprocessConfig,
-        window: int = WINDOW) -> tuple[torch.Tensor, torch.Tensor]:
+        window: int = WINDOW, compiled: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``boxes [B, N, 4]`` xyxy, ``scores [B, N]``, ``classes [B, N]`` (used unless the config is
     class-agnostic) → selected indices and scores ``[B, ≤max_detections]``, best first, padded
-    with index 0 and score 0. The configured NMS over every box, run on windows (module docstring).
+    with index 0 and score 0. The configured NMS over every box, run on windows (module docstring),
+    or by the compiled kernel (``compiled``: None uses it when numba is installed) — the same
+    selections either way.
 
-    ``boxes`` may instead be a function ``index [B, K] → boxes [B, K, 4]``: only the boxes the
-    windows reach are then made (decoded), often a few hundred of a detector's tens of thousands.
+    ``boxes`` may instead be a function ``index [B, K] → boxes [B, K, 4]`` (``None`` → every box
+    ``[B, N, 4]``): only the boxes the windows reach are then made (decoded), often a few hundred
+    of a detector's tens of thousands (the compiled kernel takes every box: decoding them all costs
+    less than one round of numpy).
     """
     state = _State(boxes, scores, classes, config)
+    greedy = compiled_greedy() if compiled in (None, True) else None
+    if compiled and greedy is None:
+        raise ImportError("compiled NMS needs numba: pip install 'efficientdet[fast]'")
+    if greedy is not None:
+        return _compiled(state, greedy, scores.device)
     finished = np.full(state.batch, state.total == 0)
     size = min(window, state.total)
     while not finished.all():
@@ -282,3 +310,16 @@ def nms(boxes: BoxSource, scores: torch.Tensor, classes: torch.Tensor | None, co
     width = int(state.count.max()) if state.batch else 0
     return (torch.from_numpy(state.picked[:, :width]).to(scores.device),
             torch.from_numpy(state.picked_scores[:, :width]).to(scores.device))
+
+
+def _compiled(state: _State, greedy: Callable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every box's planes made once, then the compiled lazy greedy over them."""
+    config = state.config
+    planes = state.every_plane() if state.total else np.zeros((5, state.batch, 0), np.float32)
+    groups = np.zeros((state.batch, 0), np.int64) if state.groups is None else state.groups.astype(np.int64)
+    picked, picked_scores, count = greedy(
+        planes, state.bound, groups, config.method == "gaussian",
+        np.float32(config.iou_threshold), np.float32(-1 / config.soft_nms_sigma),
+        np.float32(config.score_threshold), config.max_detections)
+    width = int(count.max()) if state.batch else 0
+    return torch.from_numpy(picked[:, :width]).to(device), torch.from_numpy(picked_scores[:, :width]).to(device)

@@ -172,8 +172,13 @@ def postprocess(
     scores = torch.sigmoid(best)
     anchors = anchors.to(codes.dtype)
 
-    def boxes_at(index: torch.Tensor) -> torch.Tensor:
-        """Candidates ``[B, K]`` → their decoded boxes: NMS decodes only those its windows reach."""
+    def boxes_at(index: torch.Tensor | None) -> torch.Tensor:
+        """Candidates ``[B, K]`` (None: all of them) → their decoded boxes: NMS's windows decode only
+        those they reach; its compiled kernel takes them all, which costs less than gathering."""
+        if index is None:
+            if cand_index is None:
+                return box_coder.decode(codes, anchors)
+            index = torch.arange(cand_index.shape[1]).expand(cand_index.shape[0], -1)
         index = index.to(codes.device)
         anchor_index = index if cand_index is None else cand_index.gather(1, index)
         return box_coder.decode(codes.gather(1, anchor_index[..., None].expand(-1, -1, 4)), anchors[anchor_index])

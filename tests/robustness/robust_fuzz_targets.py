@@ -24,8 +24,11 @@ from efficientdet import box_coder
 from efficientdet.assign import batched_iou
 from efficientdet.config import PostprocessConfig
 from efficientdet.data import DatasetError, load_coco, load_dataset_yaml, load_voc, load_yolo
-from efficientdet.nms import nms
+from efficientdet.nms import compiled_greedy, nms
 from efficientdet.weights import tf_checkpoint as tfc
+from efficientdet.weights.tf_checkpoint import bundle as tf_bundle
+from efficientdet.weights.tf_checkpoint import wire as tf_wire
+from efficientdet.weights.tf_checkpoint import writer as tf_writer
 
 NAMES = ["circle", "square", "triangle", "star"]
 WIDTH, HEIGHT = 48, 32  # the one image the annotation targets describe
@@ -79,7 +82,7 @@ def tf_bundles(draw):
     for name in draw(st.lists(st.text(min_size=1, max_size=4), max_size=4, unique=True)):
         if draw(st.booleans()):  # a string tensor, laid out as TF does
             strings = draw(st.lists(st.binary(max_size=6), max_size=4))
-            payload, crc = tfc._encode_strings(strings)
+            payload, crc = tf_writer.encode_strings(strings)
             offset, size = len(data), len(payload)
             data += payload
             dtype, shape = 7, draw(st.sampled_from([(len(strings),), (1, len(strings)), ()]))
@@ -87,14 +90,14 @@ def tf_bundles(draw):
             dtype = draw(st.one_of(st.sampled_from([1, 2, 3, 4, 5, 6, 9, 10, 14, 17, 19, 22, 23]), st.integers(0, 40)))
             shape = tuple(draw(st.lists(st.one_of(st.integers(0, 4), st.integers(-2, 2**63 - 1)), max_size=40)))
             offset = draw(st.one_of(st.integers(0, len(data)), st.integers(-(2**63), 2**63 - 1)))
-            itemsize = tfc._DISK_DTYPES[dtype].itemsize if dtype in tfc._DISK_DTYPES else 1
+            itemsize = tf_bundle.DISK_DTYPES[dtype].itemsize if dtype in tf_bundle.DISK_DTYPES else 1
             size = draw(st.one_of(st.just(math.prod(shape) * itemsize), st.integers(-(2**63), 2**63 - 1)))
             window = data[offset:offset + size] if 0 <= offset and 0 <= size else b""
-            crc = tfc._masked_crc(window) if draw(st.booleans()) else draw(st.integers(0, 2**32 - 1))
-        entries[name] = tfc._encode_entry(dtype, shape, draw(st.sampled_from([0, 0, 0, 1, -1])), offset,
+            crc = tf_wire.masked_crc(window) if draw(st.booleans()) else draw(st.integers(0, 2**32 - 1))
+        entries[name] = tf_writer.encode_entry(dtype, shape, draw(st.sampled_from([0, 0, 0, 1, -1])), offset,
                                           size, crc)
-    header = draw(st.one_of(st.just(tfc._encode_header()),
-                            st.builds(tfc._encode_header, st.integers(-(2**63), 2**63 - 1)),
+    header = draw(st.one_of(st.just(tf_writer.encode_header()),
+                            st.builds(tf_writer.encode_header, st.integers(-(2**63), 2**63 - 1)),
                             st.binary(max_size=12)))
     return header, entries, data
 
@@ -102,7 +105,7 @@ def tf_bundles(draw):
 def check_tf_bundle(example, workdir: Path) -> str:
     header, entries, data = example
     items = [(b"", header)] + sorted((name.encode("utf-8"), entry) for name, entry in entries.items())
-    (workdir / "model.index").write_bytes(tfc._build_table(items))
+    (workdir / "model.index").write_bytes(tf_writer.build_table(items))
     (workdir / "model.data-00000-of-00001").write_bytes(data)
     try:
         checkpoint = tfc.TFCheckpoint(workdir / "model")
@@ -388,10 +391,13 @@ def check_nms(example, _workdir: Path) -> str:
     boxes = torch.tensor(raw_boxes, dtype=torch.float32)
     scores = torch.tensor(raw_scores, dtype=torch.float32)
     classes = torch.tensor(raw_classes)
-    full_idx, full_scores = nms(boxes, scores, classes, config, window=scores.shape[1])  # all
-    top_idx, top_scores = nms(boxes, scores, classes, config, window=candidates)
+    full_idx, full_scores = nms(boxes, scores, classes, config, window=scores.shape[1], compiled=False)  # all
+    top_idx, top_scores = nms(boxes, scores, classes, config, window=candidates, compiled=False)
     real = full_scores > 0  # the rest is padding, whose index means nothing
     assert torch.equal(top_scores, full_scores) and torch.equal(top_idx[real], full_idx[real])
+    if compiled_greedy() is not None:  # the compiled lazy greedy: the same selections, to the bit
+        kernel_idx, kernel_scores = nms(boxes, scores, classes, config, compiled=True)
+        assert torch.equal(kernel_scores, full_scores) and torch.equal(kernel_idx[real], full_idx[real])
     tolerance = 1e-5
     for image in range(len(raw_boxes)):
         picked, picked_scores = full_idx[image][real[image]].tolist(), full_scores[image][real[image]].tolist()

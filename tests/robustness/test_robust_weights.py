@@ -34,6 +34,7 @@ from efficientdet import create_model
 from efficientdet.weights import save_safetensors
 from efficientdet.weights import tf_checkpoint as tfc
 from efficientdet.weights.official import official_names
+from efficientdet.weights.tf_checkpoint import writer as tf_writer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hostile pickle's
 
@@ -59,7 +60,7 @@ def official(lite0_weights, tmp_path_factory) -> Path:
         else:
             tensors[tf_name] = TF_INVERSE[layout](value)
     folder = tmp_path_factory.mktemp("official") / "efficientdet-lite0"
-    tfc.write_tf_checkpoint(folder / "model", tensors)
+    tf_writer.write_tf_checkpoint(folder / "model", tensors)
     loaded = create_model("efficientdet-lite0", num_classes=4, weights=folder)
     assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())  # the control: it is good
     return folder
@@ -165,7 +166,7 @@ def corrupt_tf_shard(tmp, _, official):
 def absurd_tf_size(tmp, _, __):
     """The index declares a 1 TiB stem kernel behind a 16-byte data file."""
     folder = tmp / "absurd"
-    write_index(folder, {STEM: tfc._encode_entry(1, (2**38,), 0, 0, 2**40, 0)}, data_size=16)
+    write_index(folder, {STEM: tf_writer.encode_entry(1, (2**38,), 0, 0, 2**40, 0)}, data_size=16)
     return folder, "efficientdet-lite0"
 
 
@@ -193,8 +194,8 @@ def unknown_format(tmp, _, __):
 def write_index(folder: Path, entries: dict[str, bytes], data_size: int, sparse: bool = False) -> None:
     """A checkpoint of hand-made index entries; a sparse data file has the size but no blocks."""
     folder.mkdir(parents=True)
-    items = [(b"", tfc._encode_header())] + [(name.encode(), entry) for name, entry in sorted(entries.items())]
-    (folder / "model.index").write_bytes(tfc._build_table(items))
+    items = [(b"", tf_writer.encode_header())] + [(name.encode(), entry) for name, entry in sorted(entries.items())]
+    (folder / "model.index").write_bytes(tf_writer.build_table(items))
     with open(folder / "model.data-00000-of-00001", "wb") as f:
         f.truncate(data_size) if sparse else f.write(b"\0" * data_size)
     (folder / "checkpoint").write_text('model_checkpoint_path: "model"\n')
@@ -224,7 +225,7 @@ CASES: dict[str, tuple[Maker, str, list[str]]] = {
                                 [f"{{path}}/model.data-00000-of-00001: tensor '{STEM}': bytes [0, {2**40}) run "
                                  "past the end of the file (16 bytes; truncated?)"]),
     "tf-of-other-variant": (tf_of_other_variant, "predict",
-                            ["{path}/model: checkpoint has no tensor 'efficientnet-lite1/"]),
+                            ["{path}/model: missing tensor 'efficientnet-lite1/"]),
     "tf-directory-without-index": (tf_without_index, "eval",
                                    ["{path}: directory has no 'checkpoint' state file and 0 *.index files"]),
     "weights-file-missing": (missing_file, "export", ["{path}: no such file or directory"]),
@@ -302,7 +303,7 @@ def address_space_limit(headroom: int):
 
 def test_absurd_declared_size_within_a_sparse_shard_is_refused_before_reading(tmp_path):
     folder = tmp_path / "sparse"
-    write_index(folder, {STEM: tfc._encode_entry(1, (2**38,), 0, 0, 2**40, 0)}, data_size=2**40, sparse=True)
+    write_index(folder, {STEM: tf_writer.encode_entry(1, (2**38,), 0, 0, 2**40, 0)}, data_size=2**40, sparse=True)
     skeleton = create_model("efficientdet-lite0", num_classes=4)
     from efficientdet.weights import load_weights
 

@@ -12,6 +12,7 @@ from efficientdet.coco import COCO_CATEGORIES
 from efficientdet.detector import clip_boxes, preprocess
 from efficientdet.weights import WeightsError, load_weights, read_official
 from efficientdet.weights.official import LAYOUTS, official_names
+from efficientdet.weights.tf_checkpoint.writer import write_tf_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -106,21 +107,14 @@ def test_detections_match_official_as_sets(d0, ref, key, nms):
         assert name == COCO_CATEGORIES.get(label, f"unused-{label}") and 1 <= label <= 90
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_every_variant_round_trips_through_the_official_format(tmp_path, name):
-    """Our map for each variant writes an official-layout checkpoint that loads back exactly."""
-    from efficientdet.weights.tf_checkpoint import write_tf_checkpoint
-
-    cfg = get_config(name)
-    size = 2 ** (cfg.max_level + 1)
-    torch.manual_seed(0)
-    src = create_model(name, num_classes=4, image_size=size).eval()
-    state = src.state_dict()
+def official_tensors(model):
+    """``model``'s tensors (plus 0.01, not the init values) under their official names and layouts."""
+    state = model.state_dict()
     inverse = {"conv": lambda a: a.transpose(2, 3, 1, 0), "depthwise": lambda a: a.transpose(2, 3, 0, 1),
                "vector": lambda a: a}
     tensors = {}
-    for key, (tf_name, layout) in official_names(src).items():
-        value = state[key].numpy() + np.float32(0.01)  # not the init values
+    for key, (tf_name, layout) in official_names(model).items():
+        value = state[key].numpy() + np.float32(0.01)
         if layout == "stack":
             for j, v in enumerate(value):
                 tensors[tf_name if j == 0 else f"{tf_name}_{j}"] = np.float32(v)
@@ -128,6 +122,18 @@ def test_every_variant_round_trips_through_the_official_format(tmp_path, name):
             back = LAYOUTS[layout](inverse[layout](value))
             assert back.shape == value.shape
             tensors[tf_name] = inverse[layout](value)
+    return tensors
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_variant_round_trips_through_the_official_format(tmp_path, name):
+    """Our map for each variant writes an official-layout checkpoint that loads back exactly."""
+    cfg = get_config(name)
+    size = 2 ** (cfg.max_level + 1)
+    torch.manual_seed(0)
+    src = create_model(name, num_classes=4, image_size=size).eval()
+    state = src.state_dict()
+    tensors = official_tensors(src)
     tensors["global_step"] = np.int64(7)
     write_tf_checkpoint(tmp_path / "model", tensors)
     dst = create_model(name, num_classes=4, image_size=size, weights=tmp_path).eval()
@@ -136,8 +142,34 @@ def test_every_variant_round_trips_through_the_official_format(tmp_path, name):
             assert torch.equal(value, state[key] + 0.01), key
 
 
+FNODE = "fpn_cells/cell_0/fnode0"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.pop(f"{FNODE}/WSM_1"),
+     rf"{FNODE}/WSM' has shape \[1\], the model's fpn\.cells\.0\.fnodes\.0\.weights needs \[2\]"),
+    (lambda t: t.update({f"{FNODE}/WSM_2": np.float32(1)}), r"WSM' has shape \[3\], .* needs \[2\]"),
+    (lambda t: t.update({"box_net/box-9/bias": np.zeros(4, np.float32)}),
+     r"1 tensor\(s\) the model has no place for, e.g. \['box_net/box-9/bias'\]"),
+    (lambda t: t.update({"efficientnet-b0/stem/conv2d/kernel": np.zeros((3, 3, 3, 8), np.float32)}),
+     (r"'efficientnet-b0/stem/conv2d/kernel' has shape \[8, 3, 3, 3\], "
+      r".* backbone\.stem_conv\.weight needs \[32, 3, 3, 3\]")),
+])
+def test_fusion_weights_and_extra_tensors_are_checked(tmp_path, change, message):
+    """A node's scalars WSM, WSM_1, ... load as one vector: one too few or too many is a shape error
+    naming the file; optimizer slots are not model tensors, an unknown variable is refused."""
+    model = create_model("efficientdet-d0", num_classes=4, image_size=128)
+    tensors = official_tensors(model)
+    tensors["efficientnet-b0/stem/conv2d/kernel/Momentum"] = np.zeros(1, np.float32)
+    load_weights(model, write_tf_checkpoint(tmp_path / "model", tensors))  # the slot is passed over
+    change(tensors)
+    write_tf_checkpoint(tmp_path / "model", tensors)
+    with pytest.raises(WeightsError, match=rf"{tmp_path}/model: .*{message}"):
+        load_weights(model, tmp_path)
+
+
 def test_wrong_variant_is_named(official_d0):
-    with pytest.raises(WeightsError, match="efficientdet-d0/model: checkpoint has no tensor 'efficientnet-b1/"):
+    with pytest.raises(WeightsError, match="efficientdet-d0/model: missing tensor 'efficientnet-b1/"):
         create_model("efficientdet-d1", weights=official_d0)
     with pytest.raises(WeightsError, match="class-predict"):
         create_model("efficientdet-d0", num_classes=20, weights=official_d0)

@@ -14,13 +14,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from efficientdet.weights import tf_checkpoint as tfc
 from efficientdet.weights.tf_checkpoint import (
     CheckpointError,
     TFCheckpoint,
     resolve_checkpoint_prefix,
-    write_tf_checkpoint,
 )
+from efficientdet.weights.tf_checkpoint import table as tf_table
+from efficientdet.weights.tf_checkpoint import wire as tf_wire
+from efficientdet.weights.tf_checkpoint import writer as tf_writer
+from efficientdet.weights.tf_checkpoint.writer import write_tf_checkpoint
 
 DATA_SUFFIX = ".data-00000-of-00001"
 STEM_KERNEL = "efficientnet-b0/stem/conv2d/kernel"
@@ -52,10 +54,10 @@ def _write_entries(
 ) -> Path:
     """A bundle from hand-encoded BundleEntryProtos, for entries the public writer never makes."""
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    items = [(b"", tfc._encode_header() if header is None else header)]
+    items = [(b"", tf_writer.encode_header() if header is None else header)]
     items += [(name.encode(), value) for name, value in sorted(entries.items())]
     _data(prefix).write_bytes(data)
-    _index(prefix).write_bytes(tfc._build_table(items))
+    _index(prefix).write_bytes(tf_writer.build_table(items))
     return prefix
 
 
@@ -191,7 +193,7 @@ def test_bfloat16_is_widened_to_float32(tmp_path: Path) -> None:
     values = np.array([[1.0, -2.5, 3.140625], [0.0, -0.0, np.inf]], np.float32)
     bits = torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().astype("<i2").tobytes()
     crc = _mask(google_crc32c.value(bits))
-    entry = tfc._encode_entry(14, (2, 3), 0, 0, len(bits), crc)
+    entry = tf_writer.encode_entry(14, (2, 3), 0, 0, len(bits), crc)
     prefix = _write_entries(tmp_path / "model", {"b": entry}, bits)
     ckpt = TFCheckpoint(prefix)
     assert ckpt.info("b").dtype == np.float32
@@ -231,11 +233,11 @@ def test_string_tensor_layout_follows_tensorflow(tmp_path: Path) -> None:
     assert ckpt.read("s").tolist() == values
 
 
-@pytest.mark.parametrize(("block_size", "min_blocks"), [(256, 10), (tfc._TF_BLOCK_SIZE, 1)])
+@pytest.mark.parametrize(("block_size", "min_blocks"), [(256, 10), (tf_writer.TF_BLOCK_SIZE, 1)])
 def test_many_tensors_across_blocks(tmp_path: Path, block_size: int, min_blocks: int) -> None:
     tensors = {f"layer_{i:03d}/kernel": np.full((i % 4, 2), i, np.float32) for i in range(150)}
     prefix = write_tf_checkpoint(tmp_path / "model", tensors, block_size=block_size)
-    assert len(tfc._data_block_handles(_index(prefix).read_bytes())) >= min_blocks
+    assert len(tf_table.data_block_handles(_index(prefix).read_bytes())) >= min_blocks
     ckpt = TFCheckpoint(prefix)
     assert ckpt.keys() == sorted(tensors)
     for name, array in ckpt.read_all().items():
@@ -339,7 +341,7 @@ def test_corrupt_block_byte(small: Path) -> None:
 
 def test_block_handle_past_end(small: Path) -> None:
     raw = _index(small).read_bytes()
-    past_end = tfc._varint(len(raw)) + tfc._varint(1)
+    past_end = tf_wire.varint(len(raw)) + tf_wire.varint(1)
     _index(small).write_bytes(raw[:-48] + (past_end * 2).ljust(40, b"\0") + raw[-8:])
     with pytest.raises(CheckpointError, match=r"model\.index: block handle .* past the end"):
         TFCheckpoint(small)
@@ -347,8 +349,8 @@ def test_block_handle_past_end(small: Path) -> None:
 
 def test_compressed_block_is_refused(small: Path) -> None:
     raw = bytearray(_index(small).read_bytes())
-    [(offset, size)] = tfc._data_block_handles(bytes(raw))
-    raw[offset + size : offset + size + 5] = tfc._crc_trailer(bytes(raw[offset : offset + size]), 1)
+    [(offset, size)] = tf_table.data_block_handles(bytes(raw))
+    raw[offset + size : offset + size + 5] = tf_table.crc_trailer(bytes(raw[offset : offset + size]), 1)
     _index(small).write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=r"model\.index: block at offset 0 is compressed \(type 1\)"):
         TFCheckpoint(small)
@@ -373,7 +375,7 @@ def test_truncated_data_file(small: Path) -> None:
 
 
 def test_absurd_declared_size_fails_without_allocating(tmp_path: Path) -> None:
-    entry = tfc._encode_entry(1, (2**58,), 0, 0, 2**60, 0)
+    entry = tf_writer.encode_entry(1, (2**58,), 0, 0, 2**60, 0)
     prefix = _write_entries(tmp_path / "model", {"huge": entry}, b"\0" * 16)
     tracemalloc.start()
     try:
@@ -385,23 +387,23 @@ def test_absurd_declared_size_fails_without_allocating(tmp_path: Path) -> None:
 
 
 def _entry_with_shape_field(shape_proto: bytes) -> bytes:
-    return b"\x08\x01" + tfc._message(2, shape_proto)
+    return b"\x08\x01" + tf_writer.message(2, shape_proto)
 
 
 BAD_ENTRIES = {
-    "size_mismatch": (tfc._encode_entry(1, (3,), 0, 0, 8, 0), r"declared size 8 bytes does not match shape"),
-    "sliced": (tfc._encode_entry(1, (1,), 0, 0, 4, 0) + b"\x3a\x00", "partitioned"),
-    "shard": (tfc._encode_entry(1, (1,), 1, 0, 4, 0), r"shard id 1 out of range \[0, 1\)"),
-    "negative_shard": (tfc._encode_entry(1, (1,), -1, 0, 4, 0), "shard id -1"),
-    "negative_dim": (tfc._encode_entry(1, (-1,), 0, 0, 4, 0), "negative dimension"),
-    "negative_offset": (tfc._encode_entry(1, (1,), 0, -4, 4, 0), "negative offset -4"),
+    "size_mismatch": (tf_writer.encode_entry(1, (3,), 0, 0, 8, 0), r"declared size 8 bytes does not match shape"),
+    "sliced": (tf_writer.encode_entry(1, (1,), 0, 0, 4, 0) + b"\x3a\x00", "partitioned"),
+    "shard": (tf_writer.encode_entry(1, (1,), 1, 0, 4, 0), r"shard id 1 out of range \[0, 1\)"),
+    "negative_shard": (tf_writer.encode_entry(1, (1,), -1, 0, 4, 0), "shard id -1"),
+    "negative_dim": (tf_writer.encode_entry(1, (-1,), 0, 0, 4, 0), "negative dimension"),
+    "negative_offset": (tf_writer.encode_entry(1, (1,), 0, -4, 4, 0), "negative offset -4"),
     "unknown_rank": (_entry_with_shape_field(b"\x18\x01"), "unknown rank"),
     "truncated_varint": (b"\x08\xff", "truncated varint"),
     "long_varint": (b"\x08" + b"\xff" * 10 + b"\x01", "longer than 10 bytes"),
     "length_past_end": (b"\x12\x05\x12", "runs past the end"),
     "group_wire_type": (b"\x0b", "wire type 3"),
     "wrong_wire_type": (b"\x0d\x01\x00\x00\x00", "field 1 has wire type 5"),
-    "string_too_small": (tfc._encode_entry(7, (2,), 0, 0, 5, 0), "too small for string shape"),
+    "string_too_small": (tf_writer.encode_entry(7, (2,), 0, 0, 5, 0), "too small for string shape"),
 }
 
 
@@ -416,8 +418,8 @@ def test_bad_entries_are_refused(tmp_path: Path, case: str) -> None:
 def test_unknown_dtype_fails_only_for_that_tensor(tmp_path: Path) -> None:
     good = np.float32(1.5).tobytes()
     entries = {
-        "bad": tfc._encode_entry(21, (1,), 0, 0, 4, 0),
-        "good": tfc._encode_entry(1, (), 0, 0, 4, _mask(google_crc32c.value(good))),
+        "bad": tf_writer.encode_entry(21, (1,), 0, 0, 4, 0),
+        "good": tf_writer.encode_entry(1, (), 0, 0, 4, _mask(google_crc32c.value(good))),
     }
     ckpt = TFCheckpoint(_write_entries(tmp_path / "model", entries, good))
     assert ckpt.keys() == ["bad", "good"] and ckpt.read("good") == 1.5
@@ -434,9 +436,9 @@ def test_unknown_tensor_name(small: Path) -> None:
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        (tfc._scalar(1, 1) + tfc._scalar(2, 1), "big-endian"),
-        (tfc._scalar(1, 0), "invalid number of data shards 0"),
-        (tfc._scalar(1, 1) + tfc._message(3, tfc._scalar(2, 2)), "needs bundle reader version >= 2"),
+        (tf_writer.scalar(1, 1) + tf_writer.scalar(2, 1), "big-endian"),
+        (tf_writer.scalar(1, 0), "invalid number of data shards 0"),
+        (tf_writer.scalar(1, 1) + tf_writer.message(3, tf_writer.scalar(2, 2)), "needs bundle reader version >= 2"),
     ],
 )
 def test_bad_headers_are_refused(tmp_path: Path, header: bytes, message: str) -> None:
@@ -445,7 +447,7 @@ def test_bad_headers_are_refused(tmp_path: Path, header: bytes, message: str) ->
 
 
 def test_missing_header_entry(tmp_path: Path) -> None:
-    _index(tmp_path / "model").write_bytes(tfc._build_table([(b"x", tfc._encode_entry(1, (), 0, 0, 4, 0))]))
+    _index(tmp_path / "model").write_bytes(tf_writer.build_table([(b"x", tf_writer.encode_entry(1, (), 0, 0, 4, 0))]))
     with pytest.raises(CheckpointError, match=r"model\.index: no bundle header entry"):
         TFCheckpoint(tmp_path / "model")
 
@@ -463,9 +465,9 @@ def fuzz_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, li
     folder = tmp_path_factory.mktemp("fuzz")
     table = _index(write_tf_checkpoint(folder / "model", tensors, block_size=200)).read_bytes()
     _data(folder / "mutant").symlink_to(_data(folder / "model"))
-    metaindex, pos = tfc._read_handle(table[-48:], 0, 40)
-    index, _ = tfc._read_handle(table[-48:], pos, 40)
-    return folder / "mutant", table, [metaindex, index, *tfc._data_block_handles(table)]
+    metaindex, pos = tf_table.read_handle(table[-48:], 0, 40)
+    index, _ = tf_table.read_handle(table[-48:], pos, 40)
+    return folder / "mutant", table, [metaindex, index, *tf_table.data_block_handles(table)]
 
 
 def _open_and_read_everything(prefix: Path, table: bytes) -> None:
@@ -491,7 +493,7 @@ def test_mutated_index_raises_only_checkpoint_error(fuzz_case, edits, reseal, cu
     if reseal:  # recompute block CRCs so the edits reach the block and protobuf parsers
         for offset, size in handles:
             end = offset + size
-            mutated[end : end + 5] = tfc._crc_trailer(bytes(mutated[offset:end]), mutated[end])
+            mutated[end : end + 5] = tf_table.crc_trailer(bytes(mutated[offset:end]), mutated[end])
     if cut is not None:
         del mutated[cut % len(mutated) :]
     _open_and_read_everything(prefix, bytes(mutated))
@@ -508,4 +510,4 @@ def test_random_index_bytes_raise_only_checkpoint_error(fuzz_case, noise, with_m
 @given(value=st.binary(max_size=48), name=st.binary(min_size=1, max_size=8))
 def test_random_entry_values_raise_only_checkpoint_error(fuzz_case, value, name) -> None:
     prefix, _, _ = fuzz_case
-    _open_and_read_everything(prefix, tfc._build_table([(b"", tfc._encode_header()), (name, value)]))
+    _open_and_read_everything(prefix, tf_writer.build_table([(b"", tf_writer.encode_header()), (name, value)]))

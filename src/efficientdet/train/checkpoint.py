@@ -1,14 +1,13 @@
 """Training checkpoints that a crash or a full disk cannot corrupt.
 
-Every file is written to a temporary name in the same folder, fsynced, then renamed over the old
-one (atomic on POSIX), so the previous checkpoint stays intact until the new one is complete.
-Weights go to safetensors (loadable by ``create_model(weights=…)``); the training state (optimiser,
-scheduler, scaler, RNG, counters) is a ``torch.save`` file read back with ``weights_only=True``.
+Every file is written with :func:`~efficientdet.atomic.atomic_write`, so the previous checkpoint
+stays intact until the new one is complete. Weights go to safetensors (loadable by
+``create_model(weights=…)``); the training state (optimiser, scheduler, scaler, RNG, counters) is a
+``torch.save`` file read back with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,28 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
+
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write {path} ({e.strerror or e}); the previous file is intact") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic_write(path, write)
 
 
 def rng_state() -> dict:

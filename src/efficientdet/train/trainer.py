@@ -34,8 +34,9 @@ from ..anchors import generate_anchors
 from ..config import evaluation_postprocess
 from ..evaluate import evaluate
 from ..model import EfficientDet
-from ..weights import WeightsError, read_metadata, read_weights
+from ..weights import read_metadata, read_weights
 from ..weights.pretrained import load_pretrained_backbone
+from ..weights.remap import remap_state
 from .build import (Loaders, Optimisation, Splits, build_loaders, build_optimisation, check_batch_norm_batch,
                     frozen_batch_norms, load_splits, setup_distributed)
 from .config import TrainConfig
@@ -110,13 +111,9 @@ def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
         elif src_classes != 90:
             src_classes = 90  # official checkpoints and effdet's COCO models have 90 outputs
         source = create_model(model.config.name, num_classes=src_classes, image_size=model.config.image_size)
-        state = read_weights(source, cfg.weights)
-        if src_classes != model.config.num_classes:
-            state = {k: v for k, v in state.items() if not k.startswith("class_net.predict.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("class_net.predict.") and "num_batches" not in k]
-        if missing or unexpected:
-            raise WeightsError(f"{cfg.weights}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        new_head = ("class_net.predict.",) if src_classes != model.config.num_classes else ()
+        state = remap_state(read_weights(source, cfg.weights), model.state_dict(), str(cfg.weights), ignore=new_head)
+        model.load_state_dict(state, strict=not new_head)
         head = "" if src_classes == model.config.num_classes else f" (class head re-initialised: {src_classes} → {model.config.num_classes} classes)"
         return f"weights from {cfg.weights}{head}"
     if cfg.backbone_weights:

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from ..coco import LabelSpace
 from ..model import EfficientDet
 from .errors import WeightsError
+from .remap import remap_state
 
 FORMAT = "efficientdet"
 _EFFDET_SUFFIXES = (".pth", ".pt", ".bin")
@@ -60,10 +62,7 @@ def read_official(model: EfficientDet, path: str | os.PathLike, use_ema: bool = 
     from .tf_checkpoint import TFCheckpoint
 
     ckpt = TFCheckpoint(path)
-    try:
-        return convert_official(model, _LazyCheckpoint(ckpt), use_ema=use_ema)
-    except WeightsError as e:
-        raise WeightsError(f"{ckpt.prefix}: {e}") from None
+    return convert_official(model, _LazyCheckpoint(ckpt), use_ema=use_ema, what=str(ckpt.prefix))
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -130,23 +129,21 @@ def read_safetensors(model: EfficientDet, path: str | os.PathLike) -> dict[str, 
             f"the model is {cfg.name} with {cfg.num_classes} classes"
         )
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except Exception as e:
         raise WeightsError(f"{path}: cannot read tensors ({e})") from None
+    return remap_state(state, model.state_dict(), str(path))
 
 
 def read_effdet(model: EfficientDet, path: str | os.PathLike) -> dict[str, torch.Tensor]:
     from .effdet import convert_effdet, load_effdet_file
 
-    try:
-        return convert_effdet(model, load_effdet_file(path))
-    except WeightsError as e:
-        message = str(e)
-        raise WeightsError(message if str(path) in message else f"{path}: {message}") from None
+    return convert_effdet(model, load_effdet_file(path), what=str(path))
 
 
 def read_weights(model: EfficientDet, path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict for ``model`` from any supported file, every key and shape checked."""
+    """A state dict for ``model`` from any supported file, every key and shape checked
+    (:func:`~.remap.remap_state`); errors name the file."""
     p = Path(path)
     if not p.exists() and not Path(f"{p}.index").is_file():
         raise WeightsError(f"{p}: no such file or directory")
@@ -163,42 +160,27 @@ def read_weights(model: EfficientDet, path: str | os.PathLike) -> dict[str, torc
 
 
 def load_weights(model: EfficientDet, path: str | os.PathLike) -> EfficientDet:
-    state = read_weights(model, path)
-    expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
-    missing, unexpected = expected - set(state), set(state) - expected
-    if missing or unexpected:
-        raise WeightsError(f"{path}: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
-    for key, value in model.state_dict().items():
-        if key in state and state[key].shape != value.shape:
-            raise WeightsError(f"{path}: tensor {key} has shape {list(state[key].shape)}, "
-                               f"the model needs {list(value.shape)}")
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(read_weights(model, path))
     return model
 
 
 def save_safetensors(model: EfficientDet, path: str | os.PathLike, source: str = "",
                      extra: Mapping[str, str] | None = None) -> Path:
-    """Write our format atomically (temp file + fsync + rename), with the metadata later loads need."""
+    """Write our format atomically (:func:`~efficientdet.atomic.atomic_write`), with the metadata later
+    loads need."""
     from safetensors.torch import save_file
 
-    path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()
              if not k.endswith("num_batches_tracked")}
     cfg = model.config
     meta = {"format": FORMAT, "variant": cfg.name, "num_classes": str(cfg.num_classes), "source": source,
             "config": json.dumps(dataclasses.asdict(cfg)), **label_metadata(stored_labels(model)), **(extra or {})}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         save_file(state, str(tmp), metadata=meta)
         os.chmod(tmp, default_file_mode())  # safetensors creates 0600; other outputs follow the umask
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot write {path} ({e.strerror or e}); the previous file is intact") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+
+    return atomic_write(path, write)
 
 
 def default_file_mode() -> int:

