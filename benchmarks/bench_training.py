@@ -9,20 +9,21 @@ survival 0.8), and both are scored by the same COCO evaluation of their final EM
 the validation split.
 
 * ours: ``efficientdet.train.train(TrainConfig(...))``, exactly what ``efficientdet train`` runs.
-* effdet: ``DetBenchTrain(tf_efficientdet_lite0)`` (its anchor labeler and loss) in a minimal
-  loop written here, fed the *same batches* (our dataset, augmentation, seeded sampler and
-  loader, built as the trainer builds them), stepped by our optimiser, schedule and EMA
-  functions; evaluated with ``DetBenchPredict`` (its decoding and NMS: with ``--effdet-nms soft``,
-  gaussian soft-NMS per class over its top 5000 anchor-class pairs, as ours evaluates, following
-  the official COCO evaluation) on our ``EvalTransform`` batches, and, to tell training from
-  post-processing, also converted to our model and scored with our post-processing.
+* effdet: ``DetBenchTrain(tf_efficientdet_lite0)`` (its anchor labeler and loss) as the loss
+  of our training loop (``train_one_epoch``: schedule, clipping, EMA), fed the *same batches*
+  (the trainer's own loader: our dataset, augmentation and seeded sampler), stepped by the
+  optimiser and schedule the trainer builds; evaluated with ``DetBenchPredict`` (its decoding
+  and NMS: with ``--effdet-nms soft``, gaussian soft-NMS per class over its top 5000
+  anchor-class pairs, as ours evaluates, following the official COCO evaluation) on our
+  ``EvalTransform`` batches, and, to tell training from post-processing, also converted to our
+  model and scored with our post-processing.
   So the two differ only in model code, initialisation of the BiFPN and heads, target
   assignment, loss and post-processing.
 
 Timing: images/s of the training steps only (from the first batch fetch of an epoch to the end
 of its last step; evaluation and checkpoints excluded), per epoch, by ``time.perf_counter`` for
-both. The epochs are interleaved, ours 1, effdet 1, ours 2, ... (effdet's epoch runs when
-``train()`` logs the end of ours), so that a noisy neighbour slows both alike. The first epoch
+both. The epochs are interleaved, ours 1, effdet 1, ours 2, ... (effdet's epoch runs in the
+per-epoch callback of ``train()``), so that a noisy neighbour slows both alike. The first epoch
 (worker start-up, first-call allocations) is left out when there are more. Printed: the overall
 rate of the measured epochs, the fastest epoch of each (the least disturbed on a shared
 machine), the per-epoch rates and ratios, the load average before and after, and the share of
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shlex
@@ -58,17 +58,12 @@ import torch
 from efficientdet import create_model
 from efficientdet.anchors import generate_anchors
 from efficientdet.config import PostprocessConfig, evaluation_postprocess
-from efficientdet.data import (DetectionDataset, EvalTransform, TrainTransform, build_loader, load_dataset_yaml,
-                               load_split)
-from efficientdet.data.loader import Batch, collate
-from efficientdet.evaluate import coco_metrics, results_from_detections
+from efficientdet.data import Batch, load_dataset_yaml, load_split
+from efficientdet.evaluate import coco_ground_truth, coco_metrics, eval_loader, evaluate, results_from_detections
 from efficientdet.model import EfficientDet
 from efficientdet.shapes import make_shapes_dataset
-from efficientdet.train import TrainConfig, train
-from efficientdet.train.ema import ModelEMA
-from efficientdet.train.engine import NonFiniteLoss, coco_ground_truth, evaluate
-from efficientdet.train.optim import build_optimizer, cosine_lr, scaled_lr
-from efficientdet.train.sampling import EpochSampler, SeededDataset
+from efficientdet.train import TrainConfig, train, train_one_epoch
+from efficientdet.train.build import build_optimisation, train_loader
 from efficientdet.weights.effdet import convert_effdet, effdet_names
 from efficientdet.weights.pretrained import load_pretrained_backbone
 
@@ -156,17 +151,6 @@ def check_backbone(ours: EfficientDet, net: torch.nn.Module) -> None:
     print(f"backbone copy checked: max |ours - effdet| over C3-C5 features = {diff:.2g}")
 
 
-def train_loader(cfg: TrainConfig, split, image_size: tuple[int, int], mean, std) -> torch.utils.data.DataLoader:
-    """The training loader exactly as ``train()`` builds it, so effdet sees the same batches."""
-    dataset = SeededDataset(DetectionDataset(
-        split.samples, TrainTransform(image_size, mean, std, cfg.scale_range, cfg.hflip, cfg.photometric),
-        mosaic=cfg.mosaic), seed=cfg.seed)
-    sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed)
-    return torch.utils.data.DataLoader(
-        dataset, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
-        persistent_workers=cfg.workers > 0, drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
-
-
 def effdet_target(batch: Batch) -> dict[str, torch.Tensor]:
     """Our padded xyxy boxes / 0-based labels (-1 = padding) → effdet's ``bbox`` (yxyx) and
     ``cls`` (1-based, -1 = padding; float32 as effdet's own collate makes them)."""
@@ -204,14 +188,8 @@ class EffdetTraining:
         self.bench = effdet.DetBenchTrain(self.net, create_labeler=True)
         self.label_seconds = 0.0
         self._time_labeler()
-        self.loader = train_loader(cfg, self.train_split, self.mcfg.image_size, self.mcfg.preprocess.mean,
-                                   self.mcfg.preprocess.std)
-        self.lr = scaled_lr(cfg.lr, cfg.batch_size)
-        self.optimizer = build_optimizer(self.net, cfg.optimizer, self.lr, cfg.weight_decay, cfg.momentum)
-        self.steps_per_epoch = self.loader.sampler.batches_per_epoch
-        self.total = cfg.epochs * self.steps_per_epoch
-        self.warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
-        self.ema = ModelEMA(self.net, cfg.ema_decay)
+        self.loader = train_loader(cfg, self.train_split, self.mcfg)
+        self.opt = build_optimisation(cfg, self.net, 1, torch.device("cpu"), self.loader.sampler.batches_per_epoch)
         self.history: list[dict] = []
         self.step = 0
 
@@ -246,39 +224,33 @@ class EffdetTraining:
         return {"history": self.history}
 
     def _train_epoch(self, epoch: int) -> dict:
-        cfg = self.cfg
+        """One epoch through our loop, effdet's bench (forward, labelling, loss) as its loss."""
         self.loader.sampler.set_epoch(epoch)
         self.bench.train()
-        start, seen, loss_sum, self.label_seconds = time.perf_counter(), 0, 0.0, 0.0
-        for batch in self.loader:
-            for group in self.optimizer.param_groups:
-                group["lr"] = cosine_lr(self.step, self.lr, cfg.warmup_init, self.warmup, self.total)
-            loss = self.bench(batch.images, effdet_target(batch))["loss"]
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLoss(f"effdet: non-finite loss at step {self.step}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip_grad_norm)
-            self.optimizer.step()
-            self.ema.update(self.net)
-            self.step += 1
-            seen += len(batch.images)
-            loss_sum += value
+        steps: list[dict] = []
+
+        def keep(step: int, stats: dict) -> bool:
+            steps.append(stats)
+            return False  # never stop early
+
+        start, self.label_seconds = time.perf_counter(), 0.0
+        self.step = train_one_epoch(self.net, self.loader, self.opt.optimizer, self.opt.lr_at,
+                                    lambda net, batch: self.bench(batch.images, effdet_target(batch)),
+                                    step=self.step, ema=self.opt.ema, clip_grad_norm=self.cfg.clip_grad_norm,
+                                    on_step=keep)
         seconds = time.perf_counter() - start
-        return {"epoch": epoch + 1, "step": self.step, "loss": loss_sum / self.steps_per_epoch,
-                "images_per_s": seen / seconds, "labelling_share": self.label_seconds / seconds}
+        return {"epoch": epoch + 1, "step": self.step, "loss": sum(r["loss"] for r in steps) / len(steps),
+                "images_per_s": sum(r["images"] for r in steps) / seconds,
+                "labelling_share": self.label_seconds / seconds}
 
     def final_metrics(self) -> dict[str, float]:
         """COCO metrics of the EMA weights: with effdet's post-processing (its result), and with
         ours (the same weights converted to our model), which tells training from post-processing."""
         mcfg, split = self.mcfg, self.val_split
-        dataset = DetectionDataset(split.samples, EvalTransform(mcfg.image_size, mcfg.preprocess.mean,
-                                                                mcfg.preprocess.std))
-        loader = build_loader(dataset, self.cfg.eval_batch_size, train=False, workers=min(self.cfg.workers, 2))
+        loader = eval_loader(split, mcfg, self.cfg.eval_batch_size, min(self.cfg.workers, 2))
         metrics = self._evaluate_effdet(loader)
         converted = EfficientDet(mcfg)
-        converted.load_state_dict(convert_effdet(converted, self.ema.module.state_dict()))
+        converted.load_state_dict(convert_effdet(converted, self.opt.ema.module.state_dict()))
         anchors = generate_anchors(mcfg.image_size, mcfg.min_level, mcfg.max_level, mcfg.anchors)
         ours_post, _ = evaluate(converted, loader, split, anchors, evaluation_postprocess(PostprocessConfig()),
                                 mcfg.image_size)
@@ -293,7 +265,7 @@ class EffdetTraining:
         """
         import effdet
 
-        predictor = effdet.DetBenchPredict(self.ema.module).eval()
+        predictor = effdet.DetBenchPredict(self.opt.ema.module).eval()
         split = self.val_split
         ids = torch.tensor(split.label_ids)
         results = []
@@ -310,14 +282,18 @@ class EffdetTraining:
 def run_ours(cfg: TrainConfig, after_epoch=None) -> dict:
     """``train(cfg)``; its history holds images/s per epoch and the final COCO metrics.
 
-    ``after_epoch()`` runs whenever ``train()`` logs an epoch's end (outside its timed steps).
+    ``after_epoch()`` runs after each of its epochs, in ``train()``'s per-epoch callback (outside
+    its timed steps).
     """
-    def log(line: str) -> None:
-        print(f"[ours] {line}", flush=True)
-        if after_epoch is not None and line.startswith("epoch="):
+    history: list[dict] = []
+
+    def on_epoch(record: dict) -> None:
+        history.append(record)
+        if after_epoch is not None:
             after_epoch()
 
-    return {"history": train(cfg, log=log)["history"]}
+    train(cfg, log=lambda line: print(f"[ours] {line}", flush=True), on_epoch=on_epoch)
+    return {"history": history}
 
 
 def measured(history: list[dict]) -> list[dict]:

@@ -1,8 +1,10 @@
-"""COCO box metrics through ``faster-coco-eval`` (the same numbers as pycocotools, much faster).
+"""Evaluation: a model's COCO results on a dataset split, the split as COCO ground truth, and the
+COCO box metrics through ``faster-coco-eval`` (the same numbers as pycocotools, much faster).
 
-Inputs are COCO dicts: the ground truth (``images``, ``annotations``, ``categories``) and a results
-list (``image_id``, ``category_id``, ``bbox`` as [x, y, w, h], ``score``), the format every COCO
-tool reads and writes.
+The training loop and ``efficientdet eval`` both score through :func:`evaluate`. Everything meets
+in COCO dicts: the ground truth (``images``, ``annotations``, ``categories``) and a results list
+(``image_id``, ``category_id``, ``bbox`` as [x, y, w, h], ``score``), the format every COCO tool
+reads and writes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .config import ModelConfig, PostprocessConfig
+from .data import DatasetSplit, DetectionDataset, EvalTransform, build_loader
+from .data import image_size as image_file_size
+from .postprocess import postprocess
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -83,3 +93,59 @@ def format_metrics(metrics: dict[str, float]) -> str:
     head = " | ".join(f"{k:>5s}" for k in METRIC_KEYS[:6])
     vals = " | ".join(f"{metrics[k]:5.3f}" for k in METRIC_KEYS[:6])
     return f"{head}\n{vals}"
+
+
+def eval_loader(split: DatasetSplit, mcfg: ModelConfig, batch_size: int = 8, workers: int = 0) -> DataLoader:
+    """Every image of ``split`` once, in order, as ``mcfg``'s model sees it at evaluation."""
+    transform = EvalTransform(mcfg.image_size, mcfg.preprocess.mean, mcfg.preprocess.std)
+    return build_loader(DetectionDataset(split.samples, transform, validate=True), batch_size, workers=workers)
+
+
+@torch.inference_mode()
+def predict_split(model: nn.Module, batches: Iterable, anchors: torch.Tensor, post: PostprocessConfig,
+                  image_size: tuple[int, int], label_ids: list[int],
+                  amp_dtype: torch.dtype | None = None) -> list[dict]:
+    """COCO results (original pixels, the dataset's label ids) for every image of ``batches``."""
+    model.eval()
+    device = anchors.device
+    ids = torch.tensor(label_ids)
+    results = []
+    for batch in batches:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            cls_out, box_out = model(batch.images.to(device))
+        scales = torch.tensor([t["image_scale"] for t in batch.targets], device=device)
+        dets = postprocess([c.float() for c in cls_out], [b.float() for b in box_out], anchors, post, image_size,
+                           scales)
+        for i, target in enumerate(batch.targets):
+            n = int(dets.num_valid[i])
+            classes = dets.classes[i, :n].cpu()
+            results += results_from_detections(target["image_id"], dets.boxes[i, :n].cpu().numpy(),
+                                               dets.scores[i, :n].cpu().numpy(), ids[classes].numpy())
+    return results
+
+
+def coco_ground_truth(split: DatasetSplit) -> dict:
+    """A split as a COCO ground-truth dict (crowd / difficult objects as ``iscrowd``)."""
+    images, annotations = [], []
+    for sample in split.samples:
+        width, height = sample.width, sample.height
+        if width is None or height is None:
+            width, height = image_file_size(sample.image_path)
+        images.append({"id": sample.image_id, "width": width, "height": height,
+                       "file_name": sample.image_path.name})
+        for box, label, crowd in zip(sample.boxes.tolist(), sample.labels.tolist(), sample.crowd.tolist()):
+            w, h = box[2] - box[0], box[3] - box[1]
+            annotations.append({"id": len(annotations) + 1, "image_id": sample.image_id,
+                                "category_id": split.label_ids[label], "bbox": [box[0], box[1], w, h],
+                                "area": w * h, "iscrowd": int(crowd)})
+    categories = [{"id": i, "name": n} for i, n in zip(split.label_ids, split.names)]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def evaluate(model: nn.Module, batches: Iterable, split: DatasetSplit, anchors: torch.Tensor,
+             post: PostprocessConfig, image_size: tuple[int, int], amp_dtype: torch.dtype | None = None,
+             label_ids: list[int] | None = None) -> tuple[dict[str, float], list[dict]]:
+    """COCO metrics of ``model`` on ``split``, and its results; ``label_ids`` maps the model's outputs
+    to the split's category ids (default: the split's own, i.e. a model trained on this label space)."""
+    results = predict_split(model, batches, anchors, post, image_size, label_ids or split.label_ids, amp_dtype)
+    return coco_metrics(coco_ground_truth(split), results), results

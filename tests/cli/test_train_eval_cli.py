@@ -53,7 +53,7 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
     from efficientdet.anchors import generate_anchors
     from efficientdet.config import evaluation_postprocess
     from efficientdet.data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
-    from efficientdet.train.engine import evaluate
+    from efficientdet.evaluate import evaluate
     from efficientdet.weights import save_safetensors
 
     torch.manual_seed(0)
@@ -66,7 +66,7 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
     cfg = model.config
     anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors)
     loader = build_loader(DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
-                                                                        cfg.preprocess.std)), 8, train=False, workers=0)
+                                                                        cfg.preprocess.std)), 8)
     for scope, post in (("per-class", evaluation_postprocess(cfg.postprocess)), ("global", cfg.postprocess)):
         saved = tmp_path / f"{scope}.json"
         assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
@@ -77,6 +77,28 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
         assert [(r["image_id"], r["category_id"]) for r in got] == [(r["image_id"], r["category_id"]) for r in expected]
         assert max(abs(a["score"] - b["score"]) for a, b in zip(got, expected)) < 1e-5
     assert json.loads((tmp_path / "per-class.json").read_text()) != json.loads((tmp_path / "global.json").read_text())
+
+
+def test_evaluation_does_not_import_the_trainer():
+    """Arrows run one way: evaluate and the eval command are below train, which calls them."""
+    import ast
+
+    import efficientdet
+
+    root = Path(efficientdet.__file__).parent
+    for path in (root / "evaluate.py", root / "cli" / "eval.py"):
+        package = "efficientdet" if path.parent == root else "efficientdet.cli"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = f"{base}.{node.module or ''}".strip(".")
+                names = [module] + [f"{module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            assert not any(n == "efficientdet.train" or n.startswith("efficientdet.train.") for n in names), \
+                (path, names)
 
 
 def test_set_values_are_typed_and_checked():

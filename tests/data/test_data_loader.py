@@ -8,7 +8,6 @@ from efficientdet.data import (
     EvalTransform,
     ImageError,
     Sample,
-    ShardSampler,
     TrainTransform,
     build_loader,
     collate,
@@ -87,7 +86,7 @@ def test_corrupt_image_at_load_time_names_the_file(tmp_path, photos):
 
 def test_corrupt_image_in_a_worker_surfaces_as_image_error(tmp_path, photos):
     samples = bad_samples(tmp_path, photos)[:2]
-    loader = build_loader(DetectionDataset(samples, EvalTransform(SIZE, MEAN, STD)), 2, train=False, workers=2)
+    loader = build_loader(DetectionDataset(samples, EvalTransform(SIZE, MEAN, STD)), 2, workers=2)
     batches = iter(loader)
     with pytest.raises(ImageError, match="corrupt.jpg"):
         next(batches)
@@ -100,40 +99,12 @@ def many(split, n=10):
     return [split.samples[i % len(split.samples)] for i in range(n)]
 
 
-def test_train_loader_is_reproducible_with_workers(split):
-    dataset = DetectionDataset(many(split), TrainTransform(SIZE, MEAN, STD))
-
-    def run(seed):
-        loader = build_loader(dataset, 4, train=True, workers=2, seed=seed)
-        assert loader.persistent_workers and loader.drop_last and len(loader) == 2
-        assert loader.pin_memory == torch.cuda.is_available()
-        return [(b.images, [t["image_id"] for t in b.targets]) for b in loader]
-
-    first, again, other = run(0), run(0), run(1)
-    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(first, again))
-    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
-
-
 def test_eval_loader_keeps_order_and_every_image(split):
-    loader = build_loader(DetectionDataset(many(split, 5), EvalTransform(SIZE, MEAN, STD)), 2, train=False)
+    loader = build_loader(DetectionDataset(many(split, 5), EvalTransform(SIZE, MEAN, STD)), 2)
     batches = list(loader)
     assert [b.images.shape[0] for b in batches] == [2, 2, 1]
     assert [t["image_id"] for b in batches for t in b.targets] == [0, 1, 2, 0, 1]
     assert not loader.persistent_workers
-
-
-@pytest.mark.parametrize("train", [True, False])
-def test_distributed_ranks_get_disjoint_shards(split, train):
-    dataset = DetectionDataset(many(split, 11), EvalTransform(SIZE, MEAN, STD))
-    shards = [list(build_loader(dataset, 2, train=train, distributed=True, seed=3, num_replicas=2, rank=r).sampler)
-              for r in range(2)]
-    assert not set(shards[0]) & set(shards[1])
-    if train:  # DistributedSampler: shuffled, equal shards, the odd one out dropped
-        assert len(shards[0]) == len(shards[1]) == 5
-    else:  # ShardSampler: every image exactly once, none repeated to even the shards
-        assert sorted(shards[0] + shards[1]) == list(range(11)) and isinstance(
-            build_loader(dataset, 2, train=False, distributed=True, num_replicas=2, rank=0).sampler, ShardSampler)
-
 
 
 def test_mosaic_items_are_reproducible_and_hold_boxes_of_several_images(split):

@@ -39,6 +39,33 @@ def assert_same_weights(a, b, atol=0.0):
         assert torch.allclose(value.float(), b["ema"]["module"][key].float(), atol=atol, rtol=0), key
 
 
+def test_train_loader_is_reproducible_with_workers_and_shards_per_rank(shapes, tmp_path):
+    """The trainer's loader: the same batches from the same seed (in the main process too, to
+    float noise: a worker resizes on one thread), others from another seed; whole batches only;
+    disjoint per-rank shards of each epoch."""
+    from efficientdet.config import get_config, override
+    from efficientdet.data import load_dataset_yaml, load_split
+    from efficientdet.train.build import train_loader
+
+    split = load_split(load_dataset_yaml(shapes), "train")  # 16 images
+    mcfg = override(get_config("efficientdet-lite0"), image_size=128)
+
+    def run(seed, workers=2):
+        loader = train_loader(base(shapes, tmp_path, seed=seed, workers=workers), split, mcfg)
+        assert loader.persistent_workers == (workers > 0) and len(loader) == 4 and not loader.pin_memory
+        loader.sampler.set_epoch(1)
+        return [(b.images, [t["image_id"] for t in b.targets]) for b in loader]
+
+    first, again, in_process, other = run(0), run(0), run(0, workers=0), run(1)
+    assert all(len(ids) == 4 for _, ids in first)
+    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(first, again))
+    assert all(torch.allclose(a[0], b[0], atol=1e-5) and a[1] == b[1] for a, b in zip(first, in_process))
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
+    shards = [list(train_loader(base(shapes, tmp_path, batch_size=2), split, mcfg, rank, 2).sampler)
+              for rank in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 8 and not set(shards[0]) & set(shards[1])
+
+
 def test_resume_mid_epoch_is_exact(shapes, tmp_path):
     straight = train(base(shapes, tmp_path / "a", max_steps=6), log=lambda *_: None)
     assert straight["step"] == 6
@@ -112,9 +139,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(shapes, tmp_path, 
 
 
 def test_run_folder_contents_and_weights_metadata(shapes, tmp_path):
-    summary = train(base(shapes, tmp_path / "run", epochs=1, eval_every=1), log=lambda *_: None)
+    records = []
+    summary = train(base(shapes, tmp_path / "run", epochs=1, eval_every=1), log=lambda *_: None,
+                    on_epoch=records.append)
     run = tmp_path / "run"
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert records == summary["history"] == [record]  # the per-epoch callback receives each record
     assert {"epoch", "loss", "lr", "images_per_s", "AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(record)
     config = json.loads((run / "config.json").read_text())
     assert config["names"] == ["circle", "square", "triangle", "star"] and config["model"]["head"]["num_classes"] == 4

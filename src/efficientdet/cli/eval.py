@@ -10,10 +10,9 @@ from .predict import parse_image_size, postprocess_overrides
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
+    from ..data import load_dataset_yaml, load_split
     from ..devices import resolve_device
-    from ..evaluate import coco_metrics, format_metrics, load_results
-    from ..train.engine import coco_ground_truth, evaluate
+    from ..evaluate import coco_ground_truth, coco_metrics, eval_loader, evaluate, format_metrics, load_results
 
     # Options first: a bad one fails before the dataset is read.
     nms = postprocess_overrides(args)
@@ -39,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
         model.to(device)
         cfg = override(model.config, **nms)
         anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(device)
-        dataset = DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
-                                                                cfg.preprocess.std), validate=True)
-        loader = build_loader(dataset, args.batch_size, train=False, workers=args.workers)
+        loader = eval_loader(split, cfg, args.batch_size, args.workers)
         post = cfg.postprocess if args.nms_scope == "global" else evaluation_postprocess(cfg.postprocess)
         metrics, results = evaluate(model, loader, split, anchors, post, cfg.image_size, label_ids=label_ids)
         if args.save_predictions:

@@ -13,7 +13,7 @@ from .formats import (
     load_voc,
     load_yolo,
 )
-from .loader import Batch, DetectionDataset, ShardSampler, build_loader, collate
+from .loader import Batch, DetectionDataset, build_loader, collate
 from .sample import DatasetError, DatasetSplit, ImageError, ParseReport, Sample
 from .transforms import (
     DEFAULT_MAX_PIXELS,
@@ -27,7 +27,7 @@ from .transforms import (
 
 __all__ = [
     "Batch", "DEFAULT_MAX_PIXELS", "DatasetError", "DatasetSpec", "DatasetSplit", "DetectionDataset",
-    "EvalTransform", "ImageError", "ParseReport", "Sample", "ShardSampler", "TrainTransform", "Transformed",
+    "EvalTransform", "ImageError", "ParseReport", "Sample", "TrainTransform", "Transformed",
     "VOC_CLASSES", "build_loader", "check_images", "collate", "image_size", "load_coco", "load_dataset_yaml",
     "load_split", "load_voc", "load_yolo", "read_image",
 ]

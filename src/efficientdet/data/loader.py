@@ -10,14 +10,11 @@ in one ``ImageError``, before any worker starts.
 
 from __future__ import annotations
 
-import random
 import signal
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
-import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .sample import ImageError, Sample
 from .transforms import DEFAULT_MAX_PIXELS, Transformed, check_images, mosaic, read_image, size_mismatch
@@ -97,23 +94,6 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> Batch:
     return Batch(images, targets, boxes, labels)
 
 
-class ShardSampler(Sampler[int]):
-    """Every ``num_replicas``-th index from ``rank``: disjoint shards covering each image once.
-
-    For evaluation, instead of ``DistributedSampler``, which pads the last shard with repeated
-    images that a metric would count twice (detectron2's ``InferenceSampler`` exists for this).
-    """
-
-    def __init__(self, size: int, num_replicas: int, rank: int):
-        self.indices = range(rank, size, num_replicas)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
 def ignore_interrupts(worker_id: int = 0) -> None:
     """A DataLoader worker's ``worker_init_fn``: Ctrl-C, which reaches the whole foreground process
     group, is left to the main process, which stops at a step boundary and checkpoints.
@@ -126,33 +106,17 @@ def ignore_interrupts(worker_id: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _init_worker(worker_id: int) -> None:
-    """Seed ``random`` and numpy from the worker's torch seed, which the loader's generator sets,
-    so that user transforms drawing from them are reproducible too (ours use torch's only)."""
-    ignore_interrupts(worker_id)
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
+def build_loader(dataset: Dataset, batch_size: int, *, workers: int = 0, sampler: Sampler | None = None,
+                 seed: int = 0, pin_memory: bool | None = None) -> DataLoader:
+    """A DataLoader of :class:`Batch` es, in the dataset's order or in ``sampler``'s (training's
+    ``EpochSampler``, which yields whole batches only).
 
-
-def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int = 0, distributed: bool = False,
-                 seed: int = 0, *, num_replicas: int | None = None, rank: int | None = None) -> DataLoader:
-    """A DataLoader of :class:`Batch` es: shuffled with ``drop_last`` when training, in order otherwise.
-
-    ``distributed`` shards per rank (``num_replicas``/``rank`` default to the process group):
-    ``DistributedSampler`` for training (call ``loader.sampler.set_epoch(epoch)`` each epoch),
-    :class:`ShardSampler` for evaluation. Runs are reproducible from ``seed``: it seeds the
-    shuffle and, offset by the rank, the workers' augmentation draws. With ``workers=0`` the
-    transforms draw from torch's global generator instead: seed it with ``torch.manual_seed``.
+    ``seed`` seeds the loader's own generator (the workers' base seed), so that loading leaves
+    torch's global generator, the model's, untouched. Workers persist across epochs and leave
+    Ctrl-C to the main process (:func:`ignore_interrupts`). ``pin_memory`` defaults to whether
+    CUDA is available.
     """
-    sampler = None
-    if distributed:
-        num_replicas = dist.get_world_size() if num_replicas is None else num_replicas
-        rank = dist.get_rank() if rank is None else rank
-        sampler = (DistributedSampler(dataset, num_replicas, rank, shuffle=True, seed=seed, drop_last=True)
-                   if train else ShardSampler(len(dataset), num_replicas, rank))
-    generator = torch.Generator().manual_seed(seed + (rank if distributed else 0))
-    return DataLoader(dataset, batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                      drop_last=train, persistent_workers=workers > 0, worker_init_fn=_init_worker,
-                      generator=generator)
+    return DataLoader(dataset, batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+                      persistent_workers=workers > 0, worker_init_fn=ignore_interrupts,
+                      generator=torch.Generator().manual_seed(seed))

@@ -1,6 +1,9 @@
 """Training: the official recipe (SGD, warm-up + cosine, EMA, focal + Huber loss) on any dataset."""
 
-from .engine import NonFiniteLoss, evaluate, train_one_epoch
-from .trainer import Interrupted, TrainConfig, train
+from .config import TrainConfig
+from .engine import NonFiniteLoss, train_one_epoch
+from .signals import Interrupted
+from .state import TrainState
+from .trainer import train
 
-__all__ = ["Interrupted", "NonFiniteLoss", "TrainConfig", "evaluate", "train", "train_one_epoch"]
+__all__ = ["Interrupted", "NonFiniteLoss", "TrainConfig", "TrainState", "train", "train_one_epoch"]

@@ -1,0 +1,173 @@
+"""The pieces a run is built from, one function each: processes and device, dataset splits,
+loaders, and the optimisation state a step needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..config import ModelConfig, feature_sizes
+from ..data import (DatasetError, DatasetSpec, DatasetSplit, DetectionDataset, TrainTransform, build_loader,
+                    load_dataset_yaml, load_split)
+from ..devices import resolve_device
+from ..evaluate import eval_loader
+from ..model import EfficientDet
+from .config import TrainConfig
+from .ema import ModelEMA
+from .optim import build_optimizer, cosine_lr, scaled_lr
+from .sampling import EpochSampler, SeededDataset
+
+
+def setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    """(rank, world size, device): one process on ``cfg.device``, or this rank's under ``torchrun``."""
+    if "RANK" not in os.environ:
+        return 0, 1, resolve_device(cfg.device)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = torch.cuda.is_available() and cfg.device != "cpu"
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+class Splits(NamedTuple):
+    train: DatasetSplit
+    val: DatasetSplit | None  # None when the dataset YAML has no val split
+
+
+def load_splits(cfg: TrainConfig, log: Callable[[str], None]) -> Splits:
+    """The dataset's train and val splits, each checked and summarised in one line."""
+    spec = load_dataset_yaml(cfg.data)
+    train = load_split(spec, "train", cfg.max_boxes)
+    _require_training_boxes(train, spec)
+    val = load_split(spec, "val", cfg.max_boxes) if "val" in spec.splits else None
+    log(f"train: {train.report.summary()}")
+    if val is not None:
+        log(f"val: {val.report.summary()}")
+    return Splits(train, val)
+
+
+def _require_training_boxes(split: DatasetSplit, spec: DatasetSpec) -> None:
+    """A split without one box to learn from would train the background only, and end as if it had worked."""
+    report = split.report
+    if report.boxes > report.crowd:
+        return
+    if report.crowd:
+        why = f"all its {report.crowd} boxes are crowd / difficult, which training ignores"
+    elif report.missing_labels == report.images:
+        why = f"none of its {report.images} images has a label file in {spec.splits['train'].get('labels')}"
+    else:
+        why = f"none of its {report.images} images has a box"
+    raise DatasetError(f"{spec.source}: the train split has nothing to train on: {why}")
+
+
+def frozen_batch_norms(model: nn.Module, cfg: TrainConfig) -> list[nn.Module]:
+    """The BN layers ``freeze_bn`` keeps in inference mode: those whose statistics were loaded,
+    i.e. all of them from ``weights``, the backbone's from backbone weights, none from scratch.
+
+    A new BiFPN or head frozen at its initial statistics (mean 0, var 1) would see its signal
+    fade layer by layer under the official initialisers, and learn next to nothing.
+    """
+    if not (cfg.weights or cfg.backbone_weights):
+        return []
+    return [m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and (cfg.weights or name.startswith("backbone."))]
+
+
+def check_batch_norm_batch(model: EfficientDet, frozen_bn: list[nn.Module], cfg: TrainConfig, world: int) -> None:
+    """BatchNorm in training needs more than one value per channel; the smallest level (P7 is 1x1
+    at 128 pixels) with one image gives it one. Refused here rather than in the first step."""
+    h, w = feature_sizes(model.config.image_size, model.config.max_level)[-1]
+    frozen = {id(m) for m in frozen_bn}
+    trained = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in frozen for m in model.modules())
+    if not trained or cfg.batch_size * (world if cfg.sync_bn else 1) * h * w > 1:
+        return
+    raise ValueError(f"batch size {cfg.batch_size}: BatchNorm cannot train on the {h}x{w} P{model.config.max_level} "
+                     f"level of one {model.config.image_size[0]}x{model.config.image_size[1]} image; use a batch "
+                     "of 2 or more, a larger image size, or --weights with --set freeze_bn=true (BN keeps its "
+                     "loaded statistics)")
+
+
+def train_loader(cfg: TrainConfig, split: DatasetSplit, mcfg: ModelConfig, rank: int = 0, world: int = 1, *,
+                 validate: bool = True, pin_memory: bool = False) -> DataLoader:
+    """This rank's training batches, a function of (seed, epoch, image) only: reproducible, and
+    resumable mid-epoch through ``loader.sampler.set_epoch(epoch, start_batch)``."""
+    transform = TrainTransform(mcfg.image_size, mcfg.preprocess.mean, mcfg.preprocess.std, cfg.scale_range,
+                               cfg.hflip, cfg.photometric)
+    dataset = SeededDataset(DetectionDataset(split.samples, transform, validate=validate, mosaic=cfg.mosaic),
+                            seed=cfg.seed)
+    sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    return build_loader(dataset, cfg.batch_size, workers=cfg.workers, sampler=sampler, seed=cfg.seed,
+                        pin_memory=pin_memory)
+
+
+@dataclass
+class Loaders:
+    train: DataLoader  # its sampler is an EpochSampler
+    val: DataLoader | None  # the main process's only: it alone evaluates
+
+    @property
+    def sampler(self) -> EpochSampler:
+        return self.train.sampler
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.sampler.batches_per_epoch
+
+
+def build_loaders(cfg: TrainConfig, mcfg: ModelConfig, splits: Splits, rank: int, world: int,
+                  device: torch.device) -> Loaders:
+    """This rank's training loader; the validation loader on the main process, which alone evaluates."""
+    main = rank == 0
+    train = train_loader(cfg, splits.train, mcfg, rank, world, validate=main, pin_memory=device.type == "cuda")
+    val = None
+    if splits.val is not None and main:
+        val = eval_loader(splits.val, mcfg, cfg.eval_batch_size, min(cfg.workers, 2))
+    return Loaders(train, val)
+
+
+@dataclass
+class Optimisation:
+    """What a step needs beside the batch and the loss: the module to step (the model, in DDP with
+    several processes), the optimiser and its schedule, AMP, the EMA of the weights."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    lr_at: Callable[[int], float]
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None  # float16 only: bfloat16 needs no loss scaling
+    ema: ModelEMA
+
+
+def build_optimisation(cfg: TrainConfig, model: nn.Module, world: int, device: torch.device,
+                       steps_per_epoch: int) -> Optimisation:
+    """The official recipe: the learning rate scaled to the global batch, warm-up then cosine per step."""
+    lr = scaled_lr(cfg.lr, cfg.batch_size * world)
+    optimizer = build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum)
+    lr_at = partial(cosine_lr, lr=lr, warmup_init=cfg.warmup_init,
+                    warmup_steps=int(cfg.warmup_epochs * steps_per_epoch), total_steps=cfg.epochs * steps_per_epoch)
+    amp_dtype = _amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    ema = ModelEMA(model, cfg.ema_decay)
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+    return Optimisation(net, optimizer, lr_at, amp_dtype, scaler, ema)
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bfloat16 where the device has it (no loss scaling), else float16; None without AMP."""
+    use = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    if not use:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16

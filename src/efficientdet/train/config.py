@@ -1,0 +1,77 @@
+"""``TrainConfig``: every setting of a training run, checked when it is made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import get_config, list_models
+from ..data.formats import DEFAULT_MAX_BOXES
+from ..loss import LossConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The official recipe by default (hparams_config.py); every field settable by ``--set``."""
+
+    model: str = "efficientdet-lite0"
+    data: str = ""  # dataset YAML
+    out: str = "runs/train"
+    epochs: int = 12
+    batch_size: int = 8  # per process
+    image_size: int | None = None  # default: the model's
+    weights: str | None = None  # start from these (any create_model format); class head re-initialised if needed
+    backbone_weights: str | None = "imagenet"  # "imagenet" (packaged Lite0-2), a file, or None (scratch)
+    freeze_backbone: bool = False
+    freeze_bn: bool = False  # loaded BN layers in inference mode: fixed statistics, no BN parameter updates
+    optimizer: str = "sgd"
+    lr: float = 0.08  # per 64 images, scaled linearly (AdamW: 0.008 is the official equivalent)
+    warmup_init: float = 0.008
+    warmup_epochs: float = 1.0
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    clip_grad_norm: float = 10.0
+    ema_decay: float = 0.9998
+    scale_range: tuple[float, float] = (0.1, 2.0)
+    hflip: float = 0.5
+    photometric: bool = False
+    mosaic: float = 0.0  # probability of a 4-image mosaic per training image (not in the official recipe)
+    max_boxes: int = DEFAULT_MAX_BOXES  # objects per image; a dataset image with more is an error naming it
+    amp: bool | None = None  # default: on for CUDA
+    channels_last: bool = True  # NHWC activations: oneDNN's fast layout on CPU
+    sync_bn: bool = False
+    workers: int = 2
+    seed: int = 0
+    eval_every: int = 1
+    eval_batch_size: int = 8
+    device: str | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
+    resume: bool = False
+    exist_ok: bool = False  # train into a non-empty --out: the previous run's files are removed first
+    max_steps: int | None = None  # stop after this many steps (tests, smoke runs)
+
+    def __post_init__(self) -> None:
+        """Refuse values that would only fail (or silently do nothing) hours into a run."""
+        at_least = dict(epochs=1, batch_size=1, eval_batch_size=1, eval_every=1, workers=0, max_boxes=1,
+                        warmup_epochs=0, warmup_init=0, weight_decay=0, lr=0)
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"TrainConfig.{name} must be >= {low}, got {getattr(self, name)}")
+        for name in ("hflip", "mosaic"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"TrainConfig.{name} is a probability in [0, 1], got {getattr(self, name)}")
+        for name in ("momentum", "ema_decay"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.clip_grad_norm > 0:  # inf turns clipping off
+            raise ValueError(f"TrainConfig.clip_grad_norm must be > 0, got {self.clip_grad_norm}")
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"TrainConfig.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"TrainConfig.max_steps must be >= 1 or None, got {self.max_steps}")
+        if self.image_size is not None and self.model in list_models():
+            low = 2 ** (get_config(self.model).max_level - 1) + 1  # config.validate's rule
+            if self.image_size < low:
+                raise ValueError(f"TrainConfig.image_size must be >= {low} for {self.model} (or None: the "
+                                 f"model's own), got {self.image_size}")
+        if self.resume and self.exist_ok:
+            raise ValueError("TrainConfig.resume continues the run in out, exist_ok replaces it: give one of them")
