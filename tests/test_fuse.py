@@ -4,7 +4,7 @@ from model_builders import lively
 from skimage import data
 
 from efficientdet import create_model
-from efficientdet.detector import preprocess
+from efficientdet.preprocess import preprocess
 from efficientdet.fuse import fold_bn, fuse_model
 
 

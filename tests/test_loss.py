@@ -11,7 +11,7 @@ import efficientdet
 from efficientdet.anchors import generate_anchors
 from efficientdet.assign import BACKGROUND, IGNORE, Targets, assign_targets
 from efficientdet.config import AnchorConfig
-from efficientdet.loss import LossConfig, detection_loss, focal_loss, huber_loss, iou_box_loss
+from efficientdet.loss import LossConfig, detection_loss, flatten_outputs, focal_loss, huber_loss, iou_box_loss
 
 LN3 = math.log(3.0)
 # Two anchors, two classes: anchor 0 is a positive of class 1 with logits (0, 0) (p = 1/2);
@@ -38,6 +38,18 @@ FOCAL_SMOOTH = (
 BOX_PRED = torch.tensor([[[0.05, 0.3, 0.0, -0.5], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]])
 BOX_TARGET = torch.tensor([[[0.1, 0.1, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]])
 HUBER = 0.03125
+
+
+def test_flatten_outputs_follow_anchor_order():
+    g = torch.Generator().manual_seed(0)
+    sizes = [(128 // 2**level, 128 // 2**level) for level in range(3, 8)]
+    cls = [torch.randn(2, 9 * 3, h, w, generator=g) for h, w in sizes]
+    box = [torch.randn(2, 36, h, w, generator=g) for h, w in sizes]
+    logits, codes = flatten_outputs(cls, box, 3)
+    assert logits.shape == (2, sum(9 * h * w for h, w in sizes), 3) and codes.shape == (2, logits.shape[1], 4)
+    # location (y=1, x=2) of P3 (16x16), anchor 4, class 2 → channel 4*3+2
+    assert logits[1, (1 * 16 + 2) * 9 + 4, 2] == cls[0][1, 14, 1, 2]
+    assert codes[0, (3 * 16 + 0) * 9 + 8, 1] == box[0][0, 8 * 4 + 1, 3, 0]
 
 
 def test_focal_loss_by_hand():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from efficientdet.config import PostprocessConfig
-from efficientdet.postprocess import flatten_outputs, postprocess
+from efficientdet.postprocess import postprocess
 
 
 def _outputs(num_classes=3, size=(128, 128), seed=0):
@@ -11,15 +11,6 @@ def _outputs(num_classes=3, size=(128, 128), seed=0):
     cls = [torch.randn(2, 9 * num_classes, h, w, generator=g) * 2 - 3 for h, w in sizes]
     box = [torch.randn(2, 36, h, w, generator=g) * 0.2 for h, w in sizes]
     return cls, box
-
-
-def test_flatten_outputs_follow_anchor_order():
-    cls, box = _outputs()
-    logits, codes = flatten_outputs(cls, box, 3)
-    assert logits.shape == (2, sum(9 * c.shape[2] * c.shape[3] for c in cls), 3)
-    # location (y=1, x=2) of P3 (16x16), anchor 4, class 2 → channel 4*3+2
-    assert logits[1, (1 * 16 + 2) * 9 + 4, 2] == cls[0][1, 14, 1, 2]
-    assert codes[0, (3 * 16 + 0) * 9 + 8, 1] == box[0][0, 8 * 4 + 1, 3, 0]
 
 
 @pytest.mark.parametrize("method", ["gaussian", "hard"])

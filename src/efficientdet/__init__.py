@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .config import ModelConfig, get_config, list_models, override
-from .detector import Detector
+from .inference import Detector
 from .model import EfficientDet
 
 __all__ = ["EfficientDet", "Detector", "ModelConfig", "create_model", "list_models", "get_config"]

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .config import PostprocessConfig
-from .inference import Predictor
+from .inference import Detector
 from .model import EfficientDet
 from .nms import compiled_greedy
 from .profile import count_flops, count_parameters
@@ -138,7 +138,7 @@ def spread_random_weights(model: EfficientDet, images: int = 4, seed: int = 0) -
     :func:`synthetic_image` pictures (so every layer passes a unit-scale signal, which the fresh
     statistics, mean 0 and variance 1, do not), then the two predictors scaled so the class logits
     spread by ``CLASS_LOGIT_STD`` around the class prior and the box codes by ``BOX_CODE_STD``."""
-    from .detector import preprocess
+    from .preprocess import preprocess
 
     cfg = model.config
     pictures = [synthetic_image(seed=seed + i) for i in range(images)]
@@ -167,11 +167,11 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def make_step(predictor: Predictor, batch_size: int, end_to_end: bool, workdir: Path) -> Callable[[], Any]:
+def make_step(predictor: Detector, batch_size: int, end_to_end: bool, workdir: Path) -> Callable[[], Any]:
     """The timed call: ``detect`` on a fixed preprocessed batch, or read + preprocess + detect."""
     from torchvision.io import encode_jpeg
 
-    from .data.transforms import read_image
+    from .data.images import read_image
 
     image = synthetic_image()
     if end_to_end:
@@ -183,16 +183,16 @@ def make_step(predictor: Predictor, batch_size: int, end_to_end: bool, workdir: 
 
 
 def build_predictor(model: EfficientDet, backend: str, device: torch.device, precision: str,
-                    post: PostprocessConfig, threads: int, workdir: Path) -> Predictor:
+                    post: PostprocessConfig, threads: int, workdir: Path) -> Detector:
     """A predictor for ``backend``; ONNX Runtime gets the model exported (raw outputs) into ``workdir``."""
     if backend != "onnxruntime":
-        return Predictor.from_model(model, backend, device, precision, post)
+        return Detector.from_model(model, backend, device, precision, post)
     from .export import export_model
 
     if precision != "float32":
         raise ValueError("the onnxruntime backend runs the exported float32 model; drop --half / --bf16")
     path = export_model(model, workdir / "model.onnx", "onnx")
-    return Predictor.from_onnx(path, device, post, threads=threads)
+    return Detector.from_onnx(path, device, post, threads=threads)
 
 
 def run_benchmark(model: EfficientDet, backend: str = "eager", batch_size: int = 1, threads: int | None = None,

@@ -18,9 +18,19 @@ from torchvision.ops import complete_box_iou_loss, generalized_box_iou_loss
 
 from . import box_coder
 from .assign import IGNORE, Targets
-from .postprocess import flatten_outputs
 
 IouLossType = Literal["none", "giou", "ciou"]
+
+
+def flatten_outputs(
+    cls_outputs: list[torch.Tensor], box_outputs: list[torch.Tensor], num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-level ``[B, A·C, H, W]`` / ``[B, A·4, H, W]`` → ``[B, N, C]`` / ``[B, N, 4]`` in anchor order
+    (level, row, column, anchor): that of :func:`~efficientdet.anchors.generate_anchors`, so of the targets."""
+    def flatten(outputs: list[torch.Tensor], per_anchor: int) -> torch.Tensor:
+        return torch.cat([x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, per_anchor) for x in outputs], 1)
+
+    return flatten(cls_outputs, num_classes), flatten(box_outputs, 4)
 
 
 @dataclass(frozen=True)

@@ -36,18 +36,11 @@ def flatten_levels(outputs: list[torch.Tensor], per_anchor: int) -> torch.Tensor
     return torch.cat([x.permute(0, 2, 3, 1).reshape(batch, -1, per_anchor) for x in outputs], 1)
 
 
-def flatten_outputs(
-    cls_outputs: list[torch.Tensor], box_outputs: list[torch.Tensor], num_classes: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-level ``[B, A·C, H, W]`` / ``[B, A·4, H, W]`` → ``[B, N, C]`` / ``[B, N, 4]`` in anchor order."""
-    return flatten_levels(cls_outputs, num_classes), flatten_levels(box_outputs, 4)
-
-
 def best_class_per_anchor(cls_outputs: list[torch.Tensor], num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Each anchor's best logit and its class, ``[B, N]`` each, in anchor order.
 
     Reduced level by level before flattening, so the ``[B, N, C]`` logits (17 MB for a D0 image)
-    are never copied; the values and the (first) argmax are those of ``flatten_outputs(...).max(-1)``.
+    are never copied; the values and the (first) argmax are those of ``flatten_levels(...).max(-1)``.
     """
     best, classes = [], []
     for x in cls_outputs:

@@ -55,7 +55,7 @@ def test_spread_random_weights_spread_the_scores():
 
     from efficientdet import create_model
     from efficientdet.benchmark import CLASS_LOGIT_STD, spread_random_weights, synthetic_image
-    from efficientdet.detector import preprocess
+    from efficientdet.preprocess import preprocess
 
     model = create_model("efficientdet-lite0", image_size=(128, 128)).eval()
     batch, _ = preprocess([synthetic_image()], model.config.image_size, model.config.preprocess)

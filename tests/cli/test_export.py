@@ -10,7 +10,7 @@ from skimage import data
 
 from efficientdet import create_model
 from efficientdet.cli import main
-from efficientdet.detector import preprocess
+from efficientdet.preprocess import preprocess
 from efficientdet.weights import save_safetensors
 
 pytest.importorskip("onnxruntime")

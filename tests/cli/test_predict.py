@@ -11,7 +11,6 @@ from skimage import data
 
 from efficientdet import Detector, create_model
 from efficientdet.cli import main
-from efficientdet.inference import Predictor
 from efficientdet.weights import save_safetensors
 
 PHOTOS = ("astronaut", "chelsea", "coffee")
@@ -152,14 +151,15 @@ def test_image_variants_give_the_upright_rgb_detections(d0_weights, tmp_path):
     folder.mkdir()
     expected = _variants(folder)
     model = create_model("efficientdet-d0", weights=d0_weights)
-    predictor = Predictor.from_model(model, device="cpu")
-    from efficientdet.inference import collect_sources
+    detector = Detector.from_model(model, device="cpu")
+    from efficientdet.inference.sources import collect_sources
+    from efficientdet.inference.stream import predict_sources
 
     # Batch size 1 as for the reference: the same pixels then give bit-identical detections.
-    preds = {p.source.name: p for p in predictor.predict_sources(collect_sources([folder]), batch_size=1, workers=0)}
+    preds = {p.source.name: p for p in predict_sources(detector, collect_sources([folder]), batch_size=1, workers=0)}
     assert set(preds) == set(expected)
     for name, image in expected.items():
-        pred, ref = preds[name], predictor(image)
+        pred, ref = preds[name], detector(image)
         assert (pred.height, pred.width) == (300, 451), name
         got = {"labels": pred.labels, "scores": pred.scores, "boxes": pred.boxes}
         if name.endswith(".jpg"):  # re-encoded: the best few, close to the photo's
@@ -227,7 +227,8 @@ def test_numeric_file_names_become_coco_image_ids(photos, lite0_weights, tmp_pat
     (["1.jpg", "١.jpg"], False), (["1.jpg", "a.jpg"], False),
 ])
 def test_only_ascii_digit_names_become_image_ids(names, numeric):
-    from efficientdet.inference import Source, numeric_names
+    from efficientdet.inference.sources import Source
+    from efficientdet.inference.writer import numeric_names
 
     assert numeric_names([Source(Path(n), n) for n in names]) is numeric
 
@@ -309,7 +310,7 @@ def test_python_api_uses_the_stored_label_space_unless_given_another(trained_ab)
     root, weights = trained_ab
     model = create_model("efficientdet-lite0", weights=weights, image_size=128)
     image = np.asarray(Image.open(root / "images" / "1.png"))
-    for run in (Detector(model), Predictor.from_model(model, device="cpu")):
+    for run in (Detector(model), Detector.from_model(model, device="cpu")):
         result = run(image)
         assert set(result["labels"].tolist()) == {1, 2}
         assert {(int(i), n) for i, n in zip(result["labels"], result["names"])} == {(1, "a"), (2, "b")}

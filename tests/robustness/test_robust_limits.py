@@ -29,7 +29,8 @@ from robust_builders import (
 
 from efficientdet.data import DatasetError, load_dataset_yaml, load_split
 from efficientdet.data.formats import DEFAULT_MAX_BOXES
-from efficientdet.inference import DEFAULT_MAX_VIDEO_FRAMES, VideoFrames, collect_sources, probe_video
+from efficientdet.inference.sources import collect_sources
+from efficientdet.inference.video import DEFAULT_MAX_VIDEO_FRAMES, VideoFrames, probe_video
 
 OVER = DEFAULT_MAX_BOXES + 1
 

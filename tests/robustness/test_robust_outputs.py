@@ -62,7 +62,7 @@ def test_folders_are_searched_with_their_subfolders_and_other_files_are_counted(
 
 
 def test_output_names_stay_unique_when_annotated_copies_would_collide(tmp_path):
-    from efficientdet.inference import scan_inputs
+    from efficientdet.inference.sources import scan_inputs
 
     for name in ("x.gif", "x.gif.png", "X.GIF"):  # x.gif is drawn as x.gif.png
         (tmp_path / name).write_bytes(b"")

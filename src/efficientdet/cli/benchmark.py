@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..inference import BACKENDS
+from ..inference.backends import BACKENDS
 from .predict import parse_image_size
 
 

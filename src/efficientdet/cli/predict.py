@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 
 from ..config import PostprocessConfig, get_config
-from ..inference import BACKENDS, DEFAULT_MAX_VIDEO_FRAMES
+from ..inference.backends import BACKENDS
+from ..inference.video import DEFAULT_MAX_VIDEO_FRAMES
 
 NMS_OPTIONS = ("score_threshold", "iou_threshold", "max_detections")
 
@@ -57,25 +59,39 @@ def precision(args: argparse.Namespace) -> str:
     return "float16" if args.half else "bfloat16" if args.bf16 else "float32"
 
 
-def build_predictor(args: argparse.Namespace, device, changes: dict[str, object],
-                    image_size: tuple[int, int] | None):
-    """A :class:`~efficientdet.inference.Predictor` for the chosen backend, weights and options."""
+def pixel_budget(max_megapixels: float) -> int:
+    """``--max-megapixels`` → a pixel count, refusing values that would disable the memory guard."""
+    if not math.isfinite(max_megapixels) or max_megapixels <= 0:
+        raise ValueError(f"max megapixels must be a positive number, got {max_megapixels}")
+    return int(max_megapixels * 1e6)
+
+
+def frame_budget(max_video_frames: int) -> int:
+    """``--max-video-frames``, refusing values that would disable the memory guard."""
+    if max_video_frames < 1:
+        raise ValueError(f"max video frames must be a positive number, got {max_video_frames}")
+    return max_video_frames
+
+
+def build_detector(args: argparse.Namespace, device, changes: dict[str, object],
+                   image_size: tuple[int, int] | None):
+    """A :class:`~efficientdet.inference.Detector` for the chosen backend, weights and options."""
     from .. import create_model
-    from ..inference import Predictor
+    from ..inference import Detector
 
     if args.backend == "onnxruntime":
-        return _onnx_predictor(args, device, changes, image_size)
+        return _onnx_detector(args, device, changes, image_size)
     if args.model is None:
         raise ValueError(f"--model is required with --backend {args.backend}")
     model = create_model(args.model, weights=args.weights, **({"image_size": image_size} if image_size else {}))
     post = dataclasses.replace(model.config.postprocess, **changes)
-    return Predictor.from_model(model, args.backend, device, precision(args), post)
+    return Detector.from_model(model, args.backend, device, precision(args), post)
 
 
-def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object],
-                    image_size: tuple[int, int] | None):
+def _onnx_detector(args: argparse.Namespace, device, changes: dict[str, object],
+                   image_size: tuple[int, int] | None):
     from ..export import read_onnx_metadata
-    from ..inference import Predictor
+    from ..inference import Detector
 
     if precision(args) != "float32":
         raise ValueError("--half / --bf16 apply to the torch backends; the ONNX file fixes its own precision")
@@ -85,22 +101,17 @@ def _onnx_predictor(args: argparse.Namespace, device, changes: dict[str, object]
     if image_size and image_size != tuple(config.image_size):
         raise ValueError(f"{args.weights} was exported at {config.image_size[0]}x{config.image_size[1]}; "
                          f"re-export it for another --image-size")
-    post = None
-    if changes:
-        post = dataclasses.replace(graph_post or config.postprocess, **changes)
-        if graph_post is not None and post != graph_post:
-            raise ValueError(f"{args.weights} has hard NMS inside (IoU {graph_post.iou_threshold}, score threshold "
-                             f"{graph_post.score_threshold}, max {graph_post.max_detections}); for other NMS "
-                             f"settings export it without --nms")
-    return Predictor.from_onnx(args.weights, device, post)
+    post = dataclasses.replace(graph_post or config.postprocess, **changes) if changes else None
+    return Detector.from_onnx(args.weights, device, post)  # refuses other NMS than one inside the file
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..devices import resolve_device
-    from ..inference import (Failure, OutputWriter, check_out_dir, frame_budget, numeric_names, pixel_budget,
-                             scan_inputs)
+    from ..inference.sources import Failure, scan_inputs
+    from ..inference.stream import predict_sources
+    from ..inference.writer import OutputWriter, check_out_dir, numeric_names
 
     # Options first: a bad one fails before any file is read or written.
     if args.model is not None:
@@ -114,14 +125,13 @@ def run(args: argparse.Namespace) -> int:
     max_frames = frame_budget(args.max_video_frames)
     sources, left_out = scan_inputs(args.inputs)
     check_out_dir(args.out, sources)
-    predictor = build_predictor(args, device, changes, image_size)
+    detector = build_detector(args, device, changes, image_size)
     failures, images, frames = [], 0, 0
     writer = OutputWriter(args.out, draw=not args.no_draw, draw_threshold=args.draw_threshold,
                           save_json=args.save_json, save_txt=args.save_txt, numeric_ids=numeric_names(sources))
     with writer:
-        for item in predictor.predict_sources(sources, args.batch_size, args.workers, keep_images=not args.no_draw,
-                                              max_pixels=max_pixels, progress=not args.quiet,
-                                              max_video_frames=max_frames):
+        for item in predict_sources(detector, sources, args.batch_size, args.workers, keep_images=not args.no_draw,
+                                    max_pixels=max_pixels, progress=not args.quiet, max_video_frames=max_frames):
             if isinstance(item, Failure):
                 failures.append(item)
                 tqdm.write(f"efficientdet predict: skipped {item.error}", file=sys.stderr)

@@ -7,7 +7,7 @@ from skimage import data
 
 from efficientdet import Detector, create_model
 from efficientdet.config import PostprocessConfig
-from efficientdet.detector import preprocess, resize_scale, to_chw_tensor
+from efficientdet.inference.backends import model_backend
 
 
 @pytest.fixture(scope="module")
@@ -16,20 +16,6 @@ def detector():
     model = lively(create_model("efficientdet-lite0", num_classes=3))
     return Detector(model, PostprocessConfig(method="hard", score_threshold=0.0, max_detections=20),
                     class_names=["a", "b", "c"], label_ids=[10, 20, 30])
-
-
-def test_resize_scale_is_official_float32():
-    assert resize_scale(480, 640, (512, 512)) == (pytest.approx(0.8), 384, 512)
-    scale, h, w = resize_scale(300, 500, (320, 320))
-    assert (h, w) == (192, 320)
-
-
-def test_preprocess_pads_bottom_right_with_zeros():
-    img = torch.full((3, 100, 200), 127, dtype=torch.uint8)
-    x, scales = preprocess([img], (320, 320), create_model("efficientdet-lite0").config.preprocess)
-    assert x.shape == (1, 3, 320, 320) and scales.tolist() == [pytest.approx(200 / 320)]
-    assert torch.all(x[:, :, :160] == 0.0)  # (127 - 127) / 128 inside the image...
-    assert torch.all(x[:, :, 160:] == 0.0)  # ...and zeros in the padding
 
 
 @pytest.mark.parametrize("photo", ["astronaut", "chelsea", "coffee"])
@@ -68,8 +54,8 @@ def test_bad_label_space_and_images():
     model = create_model("efficientdet-lite0", num_classes=3)
     with pytest.raises(ValueError, match="num_classes=3"):
         Detector(model, class_names=["only-one"])
-    with pytest.raises(ValueError, match="unsupported image type"):
-        to_chw_tensor("image.jpg")
+    with pytest.raises(ValueError, match="its own device"):
+        Detector(model_backend(model), device="cpu")
     with pytest.raises(ValueError, match=r"\[3, H, W\]"):
         Detector(model)(torch.zeros(4, 50, 50, dtype=torch.uint8))
 
@@ -82,14 +68,42 @@ def test_coco_label_space_by_default():
 def test_boxes_lie_within_the_original_image_while_postprocess_keeps_the_official_numbers():
     """At 128² a 160×90 image is padded at the bottom: postprocess clips to the padded input and
     scales back (the official numbers, kept), which overruns the image; what users get does not."""
-    from efficientdet.inference import Predictor
-
     model = lively(create_model("efficientdet-lite0", num_classes=3, image_size=128))
     image = np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8)
     detector = Detector(model)
-    raw = detector.detect_batch([image])
+    raw = detector.detect(*detector.preprocess([image]))
     assert raw.boxes[0, : int(raw.num_valid[0]), 3].max() > 90
-    for run in (detector, Predictor.from_model(model, device="cpu")):
+    for run in (detector, Detector.from_model(model, device="cpu")):
         boxes = run(image)["boxes"]
         assert len(boxes) > 0 and boxes.min() >= 0
         assert boxes[:, [0, 2]].max() <= 160 and boxes[:, [1, 3]].max() <= 90
+
+
+def test_predict_on_preprocessed_batches_is_what_the_images_give(detector):
+    """Evaluation's entry point: its own preprocessed batches, their scales and sizes → the same
+    detections as ``detector(images)``; without sizes, the official (unclipped) boxes."""
+    images = [data.astronaut(), data.chelsea()]
+    batch, scales = detector.preprocess(images)
+    sizes = [image.shape[:2] for image in images]
+    clipped = detector.predict(batch, scales, sizes)
+    raw = detector.detect(batch, scales)
+    for b, (got, ref) in enumerate(zip(clipped, detector(images))):
+        assert all(torch.equal(getattr(got, k), ref[k]) for k in ("boxes", "scores", "labels"))
+        assert got.names == ref["names"]
+        unclipped = detector.predict(batch, scales)[b]
+        assert torch.equal(unclipped.boxes, raw.boxes[b, : int(raw.num_valid[b])])
+        assert torch.equal(unclipped.labels, got.labels)
+
+
+def test_model_backend_runs_the_live_model_under_autocast():
+    """Validation during training: the model itself (later weight updates seen), in bfloat16."""
+    torch.manual_seed(0)
+    model = lively(create_model("efficientdet-lite0", num_classes=3, image_size=128))
+    image = data.chelsea()
+    detector = Detector(model_backend(model, amp_dtype=torch.bfloat16), label_ids=[10, 20, 30])
+    before = detector(image)
+    assert before["scores"].dtype == torch.float32 and set(before["labels"].tolist()) <= {10, 20, 30}
+    last = model.class_net.predict
+    with torch.no_grad():
+        getattr(last, "pointwise", last).bias.sub_(30)  # every score below the 0.001 threshold
+    assert len(detector(image)["scores"]) == 0 < len(before["scores"])

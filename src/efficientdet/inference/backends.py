@@ -1,0 +1,142 @@
+"""How a :class:`~efficientdet.inference.Detector` runs its network: a :class:`Backend`.
+
+* :func:`model_backend` — the model as it is, unfused (the Python API; validation during training);
+* :func:`torch_backend` — ``eager`` (BN folded, channels-last) or ``compile`` (the same through
+  ``torch.compile``), in float32, float16 or bfloat16;
+* :func:`onnx_backend` — a file from :mod:`efficientdet.export` through ONNX Runtime, with its
+  config, label space and (``--nms``) in-graph NMS read from its metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..coco import LabelSpace
+from ..config import ModelConfig, PostprocessConfig
+from ..devices import resolve_device
+from ..fuse import fuse_model
+from ..model import EfficientDet
+from ..postprocess import Detections
+from ..weights import stored_labels
+
+BACKENDS = ("eager", "compile", "onnxruntime")
+PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# Preprocessed ``[B, 3, H, W]`` → float32 (class outputs, box outputs) per level, or Detections
+# where NMS is inside the network.
+Network = Callable[[torch.Tensor], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """A runnable network and what the detector needs to know about it.
+
+    ``device`` is where its outputs are postprocessed (and images preprocessed); ``labels`` the
+    label space stored with its weights; ``graph_nms`` the NMS inside it (ONNX ``--nms``), if any.
+    """
+
+    config: ModelConfig
+    network: Network
+    device: torch.device
+    labels: LabelSpace | None = None
+    graph_nms: PostprocessConfig | None = None
+
+
+def check_precision(precision: str, device: torch.device) -> torch.dtype:
+    """float16 convolutions exist on CUDA only; bfloat16 runs on both (fast on CPUs with AVX-512 BF16/AMX)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "float16" and device.type != "cuda":
+        raise ValueError("float16 (--half) needs a CUDA device; on the CPU use bfloat16 (--bf16)")
+    return PRECISIONS[precision]
+
+
+def model_backend(model: EfficientDet, device: str | torch.device | None = None,
+                  amp_dtype: torch.dtype | None = None) -> Backend:
+    """``model`` itself in eval mode, moved to ``device`` (default: where it is), not copied or fused,
+    so that it sees later weight updates: validation during training runs it (under autocast in
+    ``amp_dtype`` when training is mixed-precision); build another after training switched it back."""
+    model.eval()
+    if device is not None:
+        model.to(device)
+    device = next(model.parameters()).device
+
+    def run(batch: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            cls_out, box_out = model(batch.to(device))
+        return [c.float() for c in cls_out], [b.float() for b in box_out]
+
+    return Backend(model.config, run, device, stored_labels(model))
+
+
+def torch_backend(model: EfficientDet, backend: str = "eager", device: str | torch.device | None = None,
+                  precision: str = "float32", channels_last: bool = True) -> Backend:
+    """A copy of ``model`` as a fast inference function: BN folded, cast, channels-last, optionally compiled.
+
+    Channels-last (NHWC) lets oneDNN / cuDNN run the depthwise and 1×1 convolutions, which are
+    most of EfficientDet's, without layout conversions in between.
+    """
+    device = resolve_device(device)
+    dtype = check_precision(precision, device)
+    fused = fuse_model(model.eval()).to(device=device, dtype=dtype)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    fused = fused.to(memory_format=memory_format)
+    if backend == "compile":
+        # Freezing lets inductor treat the weights as constants: it pre-packs them for oneDNN.
+        fused = torch.compile(fused, options={"freezing": True} if device.type == "cpu" else None)
+    elif backend != "eager":
+        raise ValueError(f"unknown torch backend {backend!r}; valid: eager, compile")
+
+    def run(batch: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        x = batch.to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
+        cls_out, box_out = fused(x)
+        return [c.float() for c in cls_out], [b.float() for b in box_out]
+
+    return Backend(model.config, run, device, stored_labels(model))
+
+
+def onnx_session(path: str | os.PathLike, device: torch.device, threads: int | None = None) -> Any:
+    """An ONNX Runtime session on ``device`` (CUDA provider when asked for and installed)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'efficientdet[export]'") from e
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads sleep instead of spinning: spinning ones hold the cores through the
+    # decoding and NMS that follow each run, which then take markedly longer.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError("onnxruntime has no CUDA provider here: install onnxruntime-gpu or use --device cpu")
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def onnx_backend(path: str | os.PathLike, device: str | torch.device | None = None,
+                 threads: int | None = None) -> Backend:
+    """A file from :func:`efficientdet.export.export_onnx`: raw per-level outputs, or Detections
+    (in network pixels) when NMS is inside. Outputs come back as numpy on the host, so
+    postprocessing runs there whatever ``device`` the session runs on."""
+    from ..export import read_onnx_labels, read_onnx_metadata
+
+    config, graph_nms = read_onnx_metadata(path)
+    session = onnx_session(path, resolve_device(device or "cpu"), threads)
+    input_name = session.get_inputs()[0].name
+    levels = len(config.levels)
+
+    def run(batch: torch.Tensor) -> Any:
+        outputs = [torch.from_numpy(o) for o in session.run(None, {input_name: batch.float().cpu().numpy()})]
+        if graph_nms is not None:
+            return Detections(*outputs)
+        return outputs[:levels], outputs[levels:]
+
+    return Backend(config, run, torch.device("cpu"), read_onnx_labels(path), graph_nms)
