@@ -55,8 +55,7 @@ from pathlib import Path
 
 import torch
 
-from efficientdet import create_model
-from efficientdet.anchors import generate_anchors
+from efficientdet import Detector, create_model
 from efficientdet.config import PostprocessConfig, evaluation_postprocess
 from efficientdet.data import Batch, load_dataset_yaml, load_split
 from efficientdet.evaluate import coco_ground_truth, coco_metrics, eval_loader, evaluate, results_from_detections
@@ -251,9 +250,8 @@ class EffdetTraining:
         metrics = self._evaluate_effdet(loader)
         converted = EfficientDet(mcfg)
         converted.load_state_dict(convert_effdet(converted, self.opt.ema.module.state_dict()))
-        anchors = generate_anchors(mcfg.image_size, mcfg.min_level, mcfg.max_level, mcfg.anchors)
-        ours_post, _ = evaluate(converted, loader, split, anchors, evaluation_postprocess(PostprocessConfig()),
-                                mcfg.image_size)
+        detector = Detector(converted, evaluation_postprocess(PostprocessConfig()), label_ids=split.label_ids)
+        ours_post, _ = evaluate(detector, loader, split)
         return metrics | {"AP_our_post": ours_post["AP"], "AP50_our_post": ours_post["AP50"]}
 
     @torch.inference_mode()

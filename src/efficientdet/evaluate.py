@@ -17,13 +17,11 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import ModelConfig, PostprocessConfig
+from .config import ModelConfig
 from .data import DatasetSplit, DetectionDataset, EvalTransform, build_loader
 from .data import image_size as image_file_size
-from .postprocess import postprocess
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -102,25 +100,19 @@ def eval_loader(split: DatasetSplit, mcfg: ModelConfig, batch_size: int = 8, wor
 
 
 @torch.inference_mode()
-def predict_split(model: nn.Module, batches: Iterable, anchors: torch.Tensor, post: PostprocessConfig,
-                  image_size: tuple[int, int], label_ids: list[int],
-                  amp_dtype: torch.dtype | None = None) -> list[dict]:
-    """COCO results (original pixels, the dataset's label ids) for every image of ``batches``."""
-    model.eval()
-    device = anchors.device
-    ids = torch.tensor(label_ids)
+def predict_split(detector: Any, batches: Iterable) -> list[dict]:
+    """COCO results (original pixels, the detector's label ids) for every image of ``batches``.
+
+    ``detector`` is an :class:`efficientdet.inference.Detector` (or anything with its ``predict``):
+    the caller builds it, so that evaluation runs the one inference front end without importing it.
+    Boxes are the official postprocessing's, not clipped, as the official evaluation scores them.
+    """
     results = []
     for batch in batches:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            cls_out, box_out = model(batch.images.to(device))
-        scales = torch.tensor([t["image_scale"] for t in batch.targets], device=device)
-        dets = postprocess([c.float() for c in cls_out], [b.float() for b in box_out], anchors, post, image_size,
-                           scales)
-        for i, target in enumerate(batch.targets):
-            n = int(dets.num_valid[i])
-            classes = dets.classes[i, :n].cpu()
-            results += results_from_detections(target["image_id"], dets.boxes[i, :n].cpu().numpy(),
-                                               dets.scores[i, :n].cpu().numpy(), ids[classes].numpy())
+        scales = torch.tensor([t["image_scale"] for t in batch.targets])
+        for target, found in zip(batch.targets, detector.predict(batch.images, scales)):
+            results += results_from_detections(target["image_id"], found.boxes.numpy(), found.scores.numpy(),
+                                               found.labels.numpy())
     return results
 
 
@@ -142,10 +134,8 @@ def coco_ground_truth(split: DatasetSplit) -> dict:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def evaluate(model: nn.Module, batches: Iterable, split: DatasetSplit, anchors: torch.Tensor,
-             post: PostprocessConfig, image_size: tuple[int, int], amp_dtype: torch.dtype | None = None,
-             label_ids: list[int] | None = None) -> tuple[dict[str, float], list[dict]]:
-    """COCO metrics of ``model`` on ``split``, and its results; ``label_ids`` maps the model's outputs
-    to the split's category ids (default: the split's own, i.e. a model trained on this label space)."""
-    results = predict_split(model, batches, anchors, post, image_size, label_ids or split.label_ids, amp_dtype)
+def evaluate(detector: Any, batches: Iterable, split: DatasetSplit) -> tuple[dict[str, float], list[dict]]:
+    """COCO metrics of ``detector`` (:func:`predict_split`) on ``split``, and its results; the
+    detector's label ids must be the split's category ids."""
+    results = predict_split(detector, batches)
     return coco_metrics(coco_ground_truth(split), results), results

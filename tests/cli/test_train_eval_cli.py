@@ -49,8 +49,7 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
     the results that evaluate() gives with those two postprocess configs."""
     import torch
 
-    from efficientdet import create_model
-    from efficientdet.anchors import generate_anchors
+    from efficientdet import Detector, create_model
     from efficientdet.config import evaluation_postprocess
     from efficientdet.data import DetectionDataset, EvalTransform, build_loader, load_dataset_yaml, load_split
     from efficientdet.evaluate import evaluate
@@ -64,14 +63,13 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
     weights = save_safetensors(model, tmp_path / "w.safetensors")
     split = load_split(load_dataset_yaml(data), "val")
     cfg = model.config
-    anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors)
     loader = build_loader(DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
                                                                         cfg.preprocess.std)), 8)
     for scope, post in (("per-class", evaluation_postprocess(cfg.postprocess)), ("global", cfg.postprocess)):
         saved = tmp_path / f"{scope}.json"
         assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
                      "--image-size", "128", "--workers", "0", "--nms-scope", scope, "--save-predictions", str(saved)]) == 0
-        _, expected = evaluate(model, loader, split, anchors, post, cfg.image_size)
+        _, expected = evaluate(Detector(model, post, label_ids=split.label_ids), loader, split)
         got = json.loads(saved.read_text())
         assert len(got) == len(expected) > 0
         assert [(r["image_id"], r["category_id"]) for r in got] == [(r["image_id"], r["category_id"]) for r in expected]

@@ -30,17 +30,17 @@ def run(args: argparse.Namespace) -> int:
         if not args.model or not args.weights:
             raise ValueError("give --model and --weights, or --predictions RESULTS.json")
         from .. import create_model
-        from ..anchors import generate_anchors
         from ..config import evaluation_postprocess, override
+        from ..inference import Detector
+        from ..inference.backends import model_backend
 
         model = create_model(args.model, weights=args.weights, **overrides)
-        label_ids = model_label_ids(model, split, args)
-        model.to(device)
+        label_ids = model_label_ids(model, split, args) or split.label_ids
         cfg = override(model.config, **nms)
-        anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(device)
-        loader = eval_loader(split, cfg, args.batch_size, args.workers)
         post = cfg.postprocess if args.nms_scope == "global" else evaluation_postprocess(cfg.postprocess)
-        metrics, results = evaluate(model, loader, split, anchors, post, cfg.image_size, label_ids=label_ids)
+        detector = Detector(model_backend(model, device), post, label_ids=label_ids)
+        loader = eval_loader(split, cfg, args.batch_size, args.workers)
+        metrics, results = evaluate(detector, loader, split)
         if args.save_predictions:
             Path(args.save_predictions).write_text(json.dumps(results))
     print(format_metrics(metrics))

@@ -33,6 +33,8 @@ from .. import create_model
 from ..anchors import generate_anchors
 from ..config import evaluation_postprocess
 from ..evaluate import evaluate
+from ..inference import Detector
+from ..inference.backends import model_backend
 from ..model import EfficientDet
 from ..weights import read_metadata, read_weights
 from ..weights.pretrained import load_pretrained_backbone
@@ -227,8 +229,9 @@ def _end_epoch(run: _Run, meter: _Meter, on_epoch: Callable[[dict], None] | None
               "images_per_s": meter.images_per_s}
     results = None
     if run.loaders.val is not None and (state.epoch % run.cfg.eval_every == 0 or state.epoch == run.cfg.epochs):
-        metrics, results = evaluate(state.ema.module, run.loaders.val, run.splits.val, run.anchors,
-                                    evaluation_postprocess(mcfg.postprocess), mcfg.image_size, opt.amp_dtype)
+        detector = Detector(model_backend(state.ema.module, amp_dtype=opt.amp_dtype),
+                            evaluation_postprocess(mcfg.postprocess), label_ids=run.splits.val.label_ids)
+        metrics, results = evaluate(detector, run.loaders.val, run.splits.val)
         record.update(metrics)
         if metrics["AP"] > state.best_ap:
             state.best_ap = metrics["AP"]
