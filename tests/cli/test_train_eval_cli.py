@@ -63,8 +63,7 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
     weights = save_safetensors(model, tmp_path / "w.safetensors")
     split = load_split(load_dataset_yaml(data), "val")
     cfg = model.config
-    loader = build_loader(DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
-                                                                        cfg.preprocess.std)), 8)
+    loader = build_loader(DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess)), 8)
     for scope, post in (("per-class", evaluation_postprocess(cfg.postprocess)), ("global", cfg.postprocess)):
         saved = tmp_path / f"{scope}.json"
         assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
