@@ -190,8 +190,8 @@ def _variant(name, backbone, size, channels, cells, head, *, lite=False, **kw) -
     extra = {}
     if lite:
         extra = dict(act="relu6", preprocess=PreprocessConfig((127.0,) * 3, (128.0,) * 3))
-    return ModelConfig(name=name, image_size=(size, size), backbone=_backbone(backbone),
-                       bifpn=BiFPNConfig(channels=channels, repeats=cells, fusion=fusion), head=HeadConfig(repeats=head),
+    return ModelConfig(name=name, image_size=(size, size), backbone=_backbone(backbone), head=HeadConfig(repeats=head),
+                       bifpn=BiFPNConfig(channels=channels, repeats=cells, fusion=fusion),
                        anchors=AnchorConfig(anchor_scale=anchor_scale), **extra, **kw)
 
 

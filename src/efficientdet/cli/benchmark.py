@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from ..inference.backends import BACKENDS
-from .options import (add_device, add_image_size, add_nms, add_precision, add_threads, postprocess_overrides,
-                      precision, resolve_image_size)
+from .options import (add_device, add_image_size, add_model, add_nms, add_precision, add_threads,
+                      add_weights, postprocess_overrides, precision, resolve_image_size, subcommand)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("benchmark", help="inference latency, throughput, memory and GFLOP/s of a model",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="variant, e.g. efficientdet-d0")
-    p.add_argument("--weights", help="weights to time with (default: random weights whose scores spread)")
+    p = subcommand(sub, "benchmark", "inference latency, throughput, memory and GFLOP/s of a model", __doc__)
+    add_model(p, required=True)
+    add_weights(p, note=" to time with (default: random weights whose scores spread)")
     p.add_argument("--backend", choices=BACKENDS, default="eager")
     p.add_argument("--batch-size", type=int, default=1)
     add_threads(p)

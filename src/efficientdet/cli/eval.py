@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import add_device, add_image_size, add_nms, postprocess_overrides, resolve_image_size
+from .options import (add_device, add_image_size, add_model, add_nms, add_weights, postprocess_overrides,
+                      resolve_image_size)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,8 +78,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="COCO AP of a model (or of a COCO results file) on a dataset split")
     p.add_argument("--data", required=True, help="dataset YAML")
     p.add_argument("--split", default="val")
-    p.add_argument("--model")
-    p.add_argument("--weights")
+    add_model(p, note=" (with --weights)")
+    add_weights(p, note=" (with --model)")
     p.add_argument("--predictions", help="score this COCO-results JSON instead of running a model "
                    "(--score-threshold filters it)")
     add_image_size(p)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .options import add_image_size, add_nms, nms_overrides, resolve_image_size
+from .options import add_image_size, add_model, add_nms, add_weights, nms_overrides, resolve_image_size, subcommand
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,12 +37,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export to ONNX / TorchScript / torch.export (BN folded, dynamic batch)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="variant, e.g. efficientdet-d0")
-    p.add_argument("--weights", help="official checkpoint dir, .safetensors or effdet .pth (default: random init)")
+    p = subcommand(sub, "export", "export to ONNX / TorchScript / torch.export (BN folded, dynamic batch)", __doc__)
     p.add_argument("--format", required=True, help="onnx, torchscript or torch-export")
     p.add_argument("--out", required=True, help="output file (.onnx, .pt or .pt2)")
+    add_model(p, required=True)
+    add_weights(p, note=" (default: random init)")
     add_image_size(p)
     p.add_argument("--nms", action="store_true", help="ONNX only: decoding + hard NMS inside the graph")
     add_nms(p, method=False, when="with --nms: ")

@@ -21,6 +21,24 @@ NMS_HELP = {
 }
 
 
+def subcommand(sub: argparse._SubParsersAction, name: str, summary: str, doc: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows ``doc`` (its module docstring) as written."""
+    return sub.add_parser(name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_model(parser: argparse.ArgumentParser, required: bool = False, default: str | None = None,
+              note: str = "") -> None:
+    """``--model``: a name of :func:`~efficientdet.list_models`; ``note`` ends its help line."""
+    what = f" (default {default})" if default else note
+    parser.add_argument("--model", required=required, default=default, help=f"variant, e.g. efficientdet-d0{what}")
+
+
+def add_weights(parser: argparse.ArgumentParser, required: bool = False, note: str = "") -> None:
+    """``--weights``: any file ``create_model`` reads; ``note`` ends its help line."""
+    parser.add_argument("--weights", required=required,
+                        help=f"official checkpoint dir, .safetensors or effdet .pth{note}")
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda when available)")
 
@@ -67,9 +85,8 @@ def resolve_image_size(args: argparse.Namespace, model: str | None = None) -> tu
     size = (size, size) if isinstance(size, int) else size
     low = min_input_size(get_config(model)) if model else 1
     if min(size) < low:
-        where = f" for {model}" if model else ""
-        raise ValueError(f"--image-size must be N or HxW with sides of at least {low} pixels{where}, "
-                         f"got {args.image_size!r}")
+        sides = f"sides of at least {low} pixels for {model}" if model else "positive sides"
+        raise ValueError(f"--image-size must be N or HxW with {sides}, got {args.image_size!r}")
     return size
 
 

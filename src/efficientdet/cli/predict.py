@@ -17,8 +17,8 @@ import sys
 from ..config import get_config
 from ..inference.backends import BACKENDS
 from ..inference.video import DEFAULT_MAX_VIDEO_FRAMES
-from .options import (add_device, add_image_size, add_nms, add_precision, postprocess_overrides, precision,
-                      resolve_image_size)
+from .options import (add_device, add_image_size, add_model, add_nms, add_precision, add_weights,
+                      postprocess_overrides, precision, resolve_image_size, subcommand)
 
 
 def pixel_budget(max_megapixels: float) -> int:
@@ -108,13 +108,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="detect objects in images, folders, globs and videos",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subcommand(sub, "predict", "detect objects in images, folders, globs and videos", __doc__)
     p.add_argument("inputs", nargs="+", help="image or video files, folders (searched with their subfolders; "
                    "outputs keep the path below the folder), or glob patterns (quoted)")
-    p.add_argument("--model", help="variant, e.g. efficientdet-d0 (read from the file for --backend onnxruntime)")
-    p.add_argument("--weights", required=True,
-                   help="official checkpoint dir, .safetensors or effdet .pth; the .onnx file for onnxruntime")
+    add_model(p, note=" (read from the file for --backend onnxruntime)")
+    add_weights(p, required=True, note="; the .onnx file for onnxruntime")
     p.add_argument("--out", required=True, help="output folder; may not hold any input")
     p.add_argument("--backend", choices=BACKENDS, default="eager")
     add_device(p)

@@ -13,7 +13,7 @@ import typing
 from typing import Any
 
 from ..loss import LossConfig
-from .options import add_device, add_image_size, parse_image_size
+from .options import add_device, add_image_size, add_model, parse_image_size, subcommand
 
 
 def _convert(value: str, kind: Any, key: str) -> Any:
@@ -89,9 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train or fine-tune on a COCO / VOC / YOLO dataset",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="efficientdet-lite0")
+    p = subcommand(sub, "train", "train or fine-tune on a COCO / VOC / YOLO dataset", __doc__)
+    add_model(p, default="efficientdet-lite0")
     p.add_argument("--data", required=True, help="dataset YAML (format: coco | voc | yolo)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int)
