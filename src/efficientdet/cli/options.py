@@ -99,7 +99,8 @@ def add_nms(parser: argparse.ArgumentParser, method: bool = True, when: str = ""
     """``--nms`` (unless ``method`` is False) and the NMS thresholds; ``when`` starts each help line."""
     if method:
         parser.add_argument("--nms", type=nms_method, choices=NMS_METHODS,
-                            help="gaussian (soft-NMS, the official default) or hard (default: the model's)")
+                            help="gaussian (soft-NMS, the official default; 'soft' is read as it) or hard "
+                                 "(default: the model's)")
     for field in NMS_OPTIONS:
         kind, text = NMS_HELP[field]
         parser.add_argument("--" + field.replace("_", "-"), type=kind, help=when + text)
