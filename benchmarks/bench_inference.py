@@ -12,7 +12,7 @@ machine: CPU, vector extensions and measured fp32 matmul GFLOP/s.
   candidates, hard batched NMS, 100 detections), in eager PyTorch.
 * ours: network + decoding + NMS through :class:`efficientdet.inference.Detector`: ``eager``
   (BN folded, channels-last), ``onnxruntime`` (exported, BN folded), ``compile`` with ``--compile``
-  (slow to build). Hard NMS like effdet's unless ``--nms soft``, exactly as ``postprocess``
+  (slow to build). Hard NMS like effdet's unless ``--nms gaussian``, exactly as ``postprocess``
   computes it (all anchors, no top-k cut).
 
     python benchmarks/bench_inference.py [--threads 2] [--rounds 30] [--compile] [--json FILE]
@@ -83,7 +83,7 @@ def contenders_for(ours_name: str, batch_size: int, backends: list[str], nms: st
     torch.manual_seed(0)
     model = spread_random_weights(create_model(ours_name).eval())
     bench = effdet_bench(model, PAIRS[ours_name])
-    post = dataclasses.replace(model.config.postprocess, method="gaussian" if nms == "soft" else "hard")
+    post = dataclasses.replace(model.config.postprocess, method=nms)
     threads = torch.get_num_threads()
     batch_images = [synthetic_image(480, 640, seed=i) for i in range(batch_size)]
     out: dict[str, Callable[[], object]] = {}
@@ -105,7 +105,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=30, help="timed calls per contender at batch 1 (a quarter at 8)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes to build)")
-    parser.add_argument("--nms", choices=("hard", "soft"), default="hard", help="our NMS (effdet's is hard)")
+    parser.add_argument("--nms", choices=("hard", "gaussian"), default="hard", help="our NMS (effdet's is hard)")
     parser.add_argument("--models", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--json", help="also write every timing to this file")

@@ -39,7 +39,7 @@ from efficientdet.benchmark import (
 
 def measure(model, nms: str, threads: int, calls: int, workdir: Path) -> tuple[float, float]:
     """Median network and postprocessing milliseconds over ``calls`` calls after three warm-up ones."""
-    post = dataclasses.replace(model.config.postprocess, method={"hard": "hard", "soft": "gaussian"}[nms])
+    post = dataclasses.replace(model.config.postprocess, method=nms)
     predictor = build_predictor(model, "onnxruntime", torch.device("cpu"), "float32", post, threads, workdir)
     predictor.network = network = TimedNetwork(predictor.network, lambda: None)
     batch, scales = predictor.preprocess([synthetic_image()])
@@ -63,7 +63,7 @@ def main() -> int:
             model = create_model(args.model).eval()
             if scores == "spread":
                 spread_random_weights(model)
-            for nms in ("hard", "soft"):
+            for nms in ("hard", "gaussian"):
                 for kernel in kernels:
                     workdir = Path(tmp) / f"{scores}-{nms}-{kernel}"
                     workdir.mkdir()

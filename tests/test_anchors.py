@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from efficientdet.anchors import generate_anchors
-from efficientdet.config import AnchorConfig, feature_sizes
+from efficientdet.config import AnchorConfig, ModelConfig, feature_sizes
 
 
 def official_formula(image_size, min_level, max_level, num_scales, aspects, anchor_scale):
@@ -27,13 +27,13 @@ def official_formula(image_size, min_level, max_level, num_scales, aspects, anch
 
 def test_layout_matches_official_formula_non_square():
     for size, scale in [((512, 512), 4.0), ((320, 320), 3.0), ((500, 300), 4.0), ((384, 640), 5.0)]:
-        ours = generate_anchors(size, 3, 7, AnchorConfig(anchor_scale=scale))
+        ours = generate_anchors(ModelConfig("anchors", size, anchors=AnchorConfig(anchor_scale=scale)))
         ref = official_formula(size, 3, 7, 3, (1.0, 2.0, 0.5), scale)[:, [1, 0, 3, 2]]
         assert torch.equal(ours, torch.from_numpy(ref))
 
 
 def test_order_position_major_then_scale_then_aspect():
-    a = generate_anchors((512, 512), 3, 7, AnchorConfig())
+    a = generate_anchors(ModelConfig("anchors", (512, 512)))
     assert a.shape == (49104, 4)
     first = a[:9]
     centers = (first[:, :2] + first[:, 2:]) / 2
@@ -45,7 +45,7 @@ def test_order_position_major_then_scale_then_aspect():
 
 
 def test_non_integer_stride_matches_lite0_p7():
-    a = generate_anchors((320, 320), 3, 7, AnchorConfig(anchor_scale=3.0))
+    a = generate_anchors(ModelConfig("anchors", (320, 320), anchors=AnchorConfig(anchor_scale=3.0)))
     p7 = a[-9 * 9:]  # 3x3 grid at P7
     centers = ((p7[::9, 0] + p7[::9, 2]) / 2)[:3]
     assert torch.allclose(centers, torch.tensor([320 / 6, 320 / 2, 320 * 5 / 6]))

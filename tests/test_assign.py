@@ -5,9 +5,9 @@ from torchvision.ops import box_iou
 
 from efficientdet.anchors import generate_anchors
 from efficientdet.assign import BACKGROUND, IGNORE, assign_targets, batched_iou
-from efficientdet.config import AnchorConfig
+from efficientdet.config import ModelConfig
 
-ANCHORS = generate_anchors((128, 128), 3, 7, AnchorConfig())  # 3069 anchors
+ANCHORS = generate_anchors(ModelConfig("anchors", (128, 128)))  # 3069 anchors
 
 
 def _iou_np(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:

@@ -1,4 +1,6 @@
 import dataclasses
+import json
+import math
 
 import pytest
 
@@ -99,3 +101,28 @@ def test_evaluation_postprocess_is_the_official_coco_evaluation():
     post = evaluation_postprocess(PostprocessConfig(method="hard", iou_threshold=0.6))
     assert (post.class_agnostic, post.pre_nms_top_k) == (False, 5000)
     assert (post.method, post.iou_threshold, post.max_detections) == ("hard", 0.6, 100)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_config_json_round_trip(name):
+    """What weights metadata, ONNX metadata and a run's config.json store reads back equal, tuples and
+    sub-configs included."""
+    cfg = C.override(C.get_config(name), image_size=(384, 640), num_classes=7)
+    assert C.config_from_dict(json.loads(json.dumps(C.config_to_dict(cfg)))) == cfg
+    post = C.PostprocessConfig(method="hard", score_threshold=-math.inf)
+    assert C.config_from_dict(json.loads(json.dumps(C.config_to_dict(post))), C.PostprocessConfig) == post
+
+
+def test_train_config_json_round_trip():
+    from efficientdet.train import TrainConfig
+
+    cfg = TrainConfig(image_size=(128, 192), scale_range=(0.5, 1.5))
+    assert C.config_from_dict(json.loads(json.dumps(C.config_to_dict(cfg))), TrainConfig) == cfg
+
+
+def test_min_input_size_is_the_one_rule():
+    """P_max and P_(max-1) must not both be 1x1: 65 pixels for levels up to P7, 129 for D7x's P8."""
+    assert C.min_input_size(C.get_config("efficientdet-d0")) == 65
+    assert C.min_input_size(C.get_config("efficientdet-d7x")) == 129
+    assert C.feature_sizes((65, 65), 7)[-2:] == [(2, 2), (1, 1)]
+    assert C.feature_sizes((64, 64), 7)[-2:] == [(1, 1), (1, 1)]

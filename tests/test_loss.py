@@ -10,7 +10,7 @@ from torchvision.ops import sigmoid_focal_loss
 import efficientdet
 from efficientdet.anchors import generate_anchors
 from efficientdet.assign import BACKGROUND, IGNORE, Targets, assign_targets
-from efficientdet.config import AnchorConfig
+from efficientdet.config import ModelConfig
 from efficientdet.loss import LossConfig, detection_loss, flatten_outputs, focal_loss, huber_loss, iou_box_loss
 
 LN3 = math.log(3.0)
@@ -162,7 +162,7 @@ def _flat_levels(per_level: list[torch.Tensor], last: int) -> torch.Tensor:
 def test_matches_effdet(seed, smoothing, centred):
     effdet_anchors = pytest.importorskip("effdet.anchors")
     effdet_loss = pytest.importorskip("effdet.loss")
-    anchors = generate_anchors(IMAGE, 3, 7, AnchorConfig())
+    anchors = generate_anchors(ModelConfig("anchors", IMAGE))
     # effdet's own anchors round the aspect ratios (1.4, 0.7); give it ours, in its yxyx layout.
     reference_anchors = effdet_anchors.Anchors(3, 7, 3, [(1.0, 1.0), (1.4, 0.7), (0.7, 1.4)], 4.0, IMAGE)
     reference_anchors.boxes = anchors[:, [1, 0, 3, 2]].clone()
@@ -198,7 +198,7 @@ def test_end_to_end_training_steps_reduce_loss():
     torch.manual_seed(0)
     model = lively(efficientdet.create_model("efficientdet-lite0", num_classes=3, image_size=128)).eval()
     config = model.config
-    anchors = generate_anchors(config.image_size, config.min_level, config.max_level, config.anchors)
+    anchors = generate_anchors(config)
     image = torch.randn(1, 3, 128, 128)
     targets = assign_targets(anchors, torch.tensor([[[20.0, 30.0, 90.0, 100.0]]]), torch.tensor([[2]]))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.005)

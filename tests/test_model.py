@@ -88,6 +88,38 @@ def test_initialisers_use_keras_fan_counts():
     assert (model.box_net.predict.pointwise.bias == 0).all()
 
 
+def test_each_part_initialises_itself():
+    """Built alone, the BiFPN and a head start with the official initialisers, as inside the model;
+    ``reset_parameters`` draws every part again, with the same statistics."""
+    from efficientdet.bifpn import BiFPN
+    from efficientdet.config import BiFPNConfig
+    from efficientdet.head import HeadNet
+
+    torch.manual_seed(0)
+    fpn = BiFPN([40, 112, 320], BiFPNConfig(), "swish", 3, 7)
+    limit = math.sqrt(6 / (9 * 64 + 9))
+    assert fpn.cells[0].fnodes[0].conv.depthwise.weight.abs().max() <= limit
+    assert fpn.extra[0].conv.weight.std().item() == pytest.approx(math.sqrt(2 / (320 + 64)), rel=0.05)
+    head = HeadNet(64, 3, 9, 3, 5, "swish", prior_prob=0.01)
+    assert head.predict.pointwise.weight.std().item() == pytest.approx(math.sqrt(1 / 64), rel=0.1)
+    assert torch.allclose(torch.sigmoid(head.predict.pointwise.bias), torch.tensor(0.01))
+    plain = HeadNet(64, 4, 9, 3, 5, "swish", separable=False)
+    assert plain.predict.weight.std().item() == pytest.approx(0.01, rel=0.1) and (plain.predict.bias == 0).all()
+
+    model = create_model("efficientdet-d0", num_classes=3)  # fast-attention fusion: weights to reset
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.fpn.cells[0].fnodes[0].weights.fill_(3.0)
+    model.reset_parameters()
+    after = model.state_dict()
+    for key in ("backbone.stem_conv.weight", "fpn.cells.0.fnodes.0.conv.depthwise.weight",
+                "class_net.convs.0.pointwise.weight", "box_net.predict.pointwise.weight"):
+        assert not torch.equal(before[key], after[key]), key
+        assert after[key].std().item() == pytest.approx(before[key].std().item(), rel=0.1), key
+    assert (model.fpn.cells[0].fnodes[0].weights == 1).all()  # fusion weights start at 1
+    assert torch.equal(before["class_net.predict.pointwise.bias"], after["class_net.predict.pointwise.bias"])
+
+
 def test_train_mode_gives_same_output_structure_and_gradients():
     model = create_model("efficientdet-d0", num_classes=2, image_size=256).train()
     cls_out, box_out = model(torch.randn(2, 3, 256, 256))

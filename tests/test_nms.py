@@ -9,7 +9,7 @@ import torch
 
 from efficientdet import nms as nms_module
 from efficientdet.anchors import generate_anchors
-from efficientdet.config import AnchorConfig, PostprocessConfig
+from efficientdet.config import ModelConfig, PostprocessConfig
 from efficientdet.nms import compiled_greedy, nms
 
 # Every exactness test runs both greedies: the numpy rounds and the compiled kernel (numba).
@@ -126,7 +126,7 @@ def _count_ious(monkeypatch) -> list[int]:
 def test_iou_evaluations_are_bounded_by_max_detections_times_boxes(monkeypatch, method, kind):
     """D0's 49,104 anchors as boxes. Tied scores used to make hard NMS compare every pair (torchvision's
     NMS visits each box left unsuppressed) and soft-NMS decay every box at every selection."""
-    anchors = generate_anchors((512, 512), 3, 7, AnchorConfig())
+    anchors = generate_anchors(ModelConfig("anchors", (512, 512)))
     n = anchors.shape[0]
     _, scores, _ = _candidates(1, n, kind, seed=3)
     config = PostprocessConfig(method=method)

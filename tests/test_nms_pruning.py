@@ -27,9 +27,9 @@ def test_postprocess_with_a_pre_nms_top_k_names_the_right_classes():
     cls = [torch.randn(1, 9 * 4, h, w, generator=g) for h, w in sizes]
     box = [torch.randn(1, 36, h, w, generator=g) * 0.1 for h, w in sizes]
     from efficientdet.anchors import generate_anchors
-    from efficientdet.config import AnchorConfig
+    from efficientdet.config import ModelConfig
 
-    anchors = generate_anchors((128, 128), 3, 7, AnchorConfig())
+    anchors = generate_anchors(ModelConfig("anchors", (128, 128)))
     config = dataclasses.replace(PostprocessConfig(method="hard"), pre_nms_top_k=50)
     det = pp.postprocess(cls, box, anchors, config, (128, 128))
     logits = pp.flatten_levels(cls, 4)

@@ -17,10 +17,10 @@ def _outputs(num_classes=3, size=(128, 128), seed=0):
 @pytest.mark.parametrize("agnostic", [True, False])
 def test_postprocess_shapes_padding_and_clipping(method, agnostic):
     from efficientdet.anchors import generate_anchors
-    from efficientdet.config import AnchorConfig
+    from efficientdet.config import ModelConfig
 
     cls, box = _outputs()
-    anchors = generate_anchors((128, 128), 3, 7, AnchorConfig())
+    anchors = generate_anchors(ModelConfig("anchors", (128, 128)))
     cfg = PostprocessConfig(method=method, class_agnostic=agnostic, max_detections=30, score_threshold=0.05)
     scales = torch.tensor([1.0, 2.5])
     det = postprocess(cls, box, anchors, cfg, (128, 128), scales)
@@ -36,10 +36,10 @@ def test_postprocess_shapes_padding_and_clipping(method, agnostic):
 
 def test_pre_nms_top_k_limits_candidates():
     from efficientdet.anchors import generate_anchors
-    from efficientdet.config import AnchorConfig
+    from efficientdet.config import ModelConfig
 
     cls, box = _outputs()
-    anchors = generate_anchors((128, 128), 3, 7, AnchorConfig())
+    anchors = generate_anchors(ModelConfig("anchors", (128, 128)))
     full = postprocess(cls, box, anchors, PostprocessConfig(method="hard", score_threshold=0.0), (128, 128))
     top = postprocess(cls, box, anchors, PostprocessConfig(method="hard", pre_nms_top_k=5, score_threshold=0.0),
                       (128, 128))

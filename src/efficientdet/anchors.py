@@ -6,13 +6,12 @@ import itertools
 
 import torch
 
-from .config import AnchorConfig, feature_sizes
+from .config import ModelConfig, feature_sizes
 
 
-def generate_anchors(
-    image_size: tuple[int, int], min_level: int, max_level: int, config: AnchorConfig
-) -> torch.Tensor:
-    """All anchors ``[N, 4]`` (x1, y1, x2, y2), float32, in the official order.
+def generate_anchors(config: ModelConfig) -> torch.Tensor:
+    """All anchors ``[N, 4]`` (x1, y1, x2, y2), float32, of ``config``'s image size, levels and
+    anchor settings, in the official order.
 
     Order: level, then row, then column, then ``a = octave · len(aspects) + aspect`` — the
     order of the head outputs reshaped to ``[-1, C]`` per level and concatenated. Computed in
@@ -20,10 +19,11 @@ def generate_anchors(
     is the float ``image_size / feature_size``, so sizes that are not multiples of 2^level
     give the official (non-integer) strides.
     """
-    height, width = image_size
-    sizes = feature_sizes(image_size, max_level)
+    height, width = config.image_size
+    sizes = feature_sizes(config.image_size, config.max_level)
+    anchors = config.anchors
     levels = []
-    for level in range(min_level, max_level + 1):
+    for level in config.levels:
         fh, fw = sizes[level]
         sy, sx = height / fh, width / fw
         y = torch.arange(sy / 2, height, sy, dtype=torch.float64)
@@ -32,8 +32,8 @@ def generate_anchors(
             raise AssertionError(f"anchor grid {len(y)}x{len(x)} != feature map {fh}x{fw} at P{level}")
         cy, cx = torch.meshgrid(y, x, indexing="ij")
         per_anchor = []
-        for octave, aspect in itertools.product(range(config.num_scales), config.aspect_ratios):
-            scale = config.anchor_scale * 2 ** (octave / config.num_scales)
+        for octave, aspect in itertools.product(range(anchors.num_scales), anchors.aspect_ratios):
+            scale = anchors.anchor_scale * 2 ** (octave / anchors.num_scales)
             ax = aspect**0.5
             half_w = scale * sx * ax / 2.0
             half_h = scale * sy / ax / 2.0

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .config import BackboneConfig, round_filters, round_repeats
-from .layers import Conv2dSame, activation, batch_norm, drop_path
+from .layers import Conv2dSame, activation, batch_norm, conv_layers, drop_path, he_normal_fan_out_
 
 
 class SqueezeExcite(nn.Module):
@@ -101,6 +101,12 @@ class EfficientNet(nn.Module):
         ends = [i for i in range(n) if i == n - 1 or specs[i + 1][3] > 1]
         self.feature_blocks = [i for i in ends if strides[i] in (8, 16, 32)]
         self.feature_channels = [specs[i][1] for i in self.feature_blocks]
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The official initialiser (He-normal on fan-out); pretrained weights replace it in practice."""
+        for conv in conv_layers(self):
+            he_normal_fan_out_(conv)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem_act(self.stem_bn(self.stem_conv(x)))
@@ -126,6 +132,12 @@ class TimmBackbone(nn.Module):
         if list(reductions) != [8, 16, 32]:
             raise ValueError(f"timm model {name!r} gives feature strides {reductions}, need [8, 16, 32]")
         self.feature_channels = list(self.model.feature_info.channels())
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The initialiser of our EfficientNet, so that a random start does not depend on the backbone's origin."""
+        for conv in conv_layers(self):
+            he_normal_fan_out_(conv)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.model(x))

@@ -196,19 +196,17 @@ def build_predictor(model: EfficientDet, backend: str, device: torch.device, pre
 
 
 def run_benchmark(model: EfficientDet, backend: str = "eager", batch_size: int = 1, threads: int | None = None,
-                  device: str | torch.device = "cpu", precision: str = "float32", nms: str | None = None,
-                  end_to_end: bool = False, warmup: int = 5, iterations: int = 30,
-                  weights: str = "as given") -> BenchmarkResult:
-    """Time ``model`` on ``backend`` (see the module docstring); ``nms`` "soft" / "hard" overrides the
-    config's; ``weights`` says what the model holds, for the report."""
+                  device: str | torch.device = "cpu", precision: str = "float32",
+                  postprocess_config: PostprocessConfig | None = None, end_to_end: bool = False, warmup: int = 5,
+                  iterations: int = 30, weights: str = "as given") -> BenchmarkResult:
+    """Time ``model`` on ``backend`` (see the module docstring) with ``postprocess_config`` (default:
+    the model's); ``weights`` says what the model holds, for the report."""
     if batch_size < 1 or warmup < 0 or iterations < 1:
         raise ValueError("batch_size and iterations must be >= 1, warmup >= 0")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     device = torch.device(device)
-    post = model.config.postprocess
-    if nms is not None:
-        post = dataclasses.replace(post, method={"soft": "gaussian", "hard": "hard"}[nms])
+    post = postprocess_config or model.config.postprocess
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     previous_threads = torch.get_num_threads()
     threads = threads or previous_threads
@@ -226,7 +224,7 @@ def run_benchmark(model: EfficientDet, backend: str = "eager", batch_size: int =
     images_per_s = batch_size / median * 1e3
     return BenchmarkResult(
         model=model.config.name, backend=backend, device=str(device), precision=precision,
-        nms="soft" if post.method == "gaussian" else "hard", batch_size=batch_size,
+        nms=post.method, batch_size=batch_size,
         image_size=tuple(model.config.image_size), threads=threads, end_to_end=end_to_end, warmup=warmup,
         iterations=iterations, weights=weights, median_ms=median, network_ms=statistics.median(network_times),
         postprocess_ms=statistics.median(t - n for t, n in zip(times, network_times)), p90_ms=percentile(times, 90), mean_ms=statistics.fmean(times),

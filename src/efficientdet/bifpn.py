@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BiFPNConfig
-from .layers import SeparableConv2d, max_pool2d_same, activation, batch_norm
+from .layers import SeparableConv2d, activation, batch_norm, conv_layers, glorot_uniform_, max_pool2d_same
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,15 @@ class BiFPN(nn.Module):
         for _ in range(config.repeats):
             self.cells.append(BiFPNCell(channels, config, act, min_level, max_level))
             channels = [config.channels] * len(channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official: Keras' default glorot-uniform for every conv, fusion weights 1."""
+        for conv in conv_layers(self):
+            glorot_uniform_(conv)
+        for module in self.modules():
+            if isinstance(module, FNode) and module.weights is not None:
+                nn.init.ones_(module.weights)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         feats = list(features)

@@ -24,6 +24,7 @@ COCO_CATEGORIES: dict[int, str] = {
     87: "scissors", 88: "teddy bear", 89: "hair drier", 90: "toothbrush",
 }
 
+# The output count of the official checkpoints and of effdet's COCO models.
 COCO_NUM_CLASSES = 90
 
 
@@ -31,6 +32,12 @@ def coco_label_space() -> tuple[list[int], list[str]]:
     """(category id, name) for each of the 90 outputs of an official checkpoint."""
     ids = list(range(1, COCO_NUM_CLASSES + 1))
     return ids, [COCO_CATEGORIES.get(i, f"unused-{i}") for i in ids]
+
+
+def predicts_coco(num_classes: int) -> bool:
+    """Whether a model whose weights name no label space predicts COCO's (:func:`coco_label_space`):
+    one with 90 outputs does, as the official checkpoints and effdet's COCO models have them."""
+    return num_classes == COCO_NUM_CLASSES
 
 
 @dataclasses.dataclass(frozen=True)

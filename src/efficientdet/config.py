@@ -180,13 +180,8 @@ class ModelConfig:
 
 def _backbone(name: str) -> BackboneConfig:
     width, depth = BACKBONE_SCALES[name]
-    return BackboneConfig(
-        name=name,
-        width=width,
-        depth=depth,
-        lite="lite" in name,
-        survival_prob=None if name == "efficientnet-b0" else 0.8,
-    )
+    return BackboneConfig(name=name, width=width, depth=depth, lite="lite" in name,
+                          survival_prob=None if name == "efficientnet-b0" else 0.8)
 
 
 def _variant(name, backbone, size, channels, cells, head, *, lite=False, **kw) -> ModelConfig:
@@ -195,16 +190,9 @@ def _variant(name, backbone, size, channels, cells, head, *, lite=False, **kw) -
     extra = {}
     if lite:
         extra = dict(act="relu6", preprocess=PreprocessConfig((127.0,) * 3, (128.0,) * 3))
-    return ModelConfig(
-        name=name,
-        image_size=(size, size),
-        backbone=_backbone(backbone),
-        bifpn=BiFPNConfig(channels=channels, repeats=cells, fusion=fusion),
-        head=HeadConfig(repeats=head),
-        anchors=AnchorConfig(anchor_scale=anchor_scale),
-        **extra,
-        **kw,
-    )
+    return ModelConfig(name=name, image_size=(size, size), backbone=_backbone(backbone), head=HeadConfig(repeats=head),
+                       bifpn=BiFPNConfig(channels=channels, repeats=cells, fusion=fusion),
+                       anchors=AnchorConfig(anchor_scale=anchor_scale), **extra, **kw)
 
 
 # Official hyper-parameters (hparams_config.py efficientdet_model_param_dict and
@@ -219,12 +207,8 @@ VARIANTS: dict[str, ModelConfig] = {
         _variant("efficientdet-d4", "efficientnet-b4", 1024, 224, 7, 4),  # 20,723,675
         _variant("efficientdet-d5", "efficientnet-b5", 1280, 288, 7, 4),  # 33,653,315
         _variant("efficientdet-d6", "efficientnet-b6", 1280, 384, 8, 5, fusion="sum"),  # 51,871,782
-        _variant(
-            "efficientdet-d7", "efficientnet-b6", 1536, 384, 8, 5, fusion="sum", anchor_scale=5.0
-        ),  # 51,871,782
-        _variant(
-            "efficientdet-d7x", "efficientnet-b7", 1536, 384, 8, 5, fusion="sum", max_level=8
-        ),  # 77,147,166
+        _variant("efficientdet-d7", "efficientnet-b6", 1536, 384, 8, 5, fusion="sum", anchor_scale=5.0),  # 51,871,782
+        _variant("efficientdet-d7x", "efficientnet-b7", 1536, 384, 8, 5, fusion="sum", max_level=8),  # 77,147,166
         _variant("efficientdet-lite0", "efficientnet-lite0", 320, 64, 3, 3, lite=True, anchor_scale=3.0),
         _variant("efficientdet-lite1", "efficientnet-lite1", 384, 88, 4, 3, lite=True, anchor_scale=3.0),
         _variant("efficientdet-lite2", "efficientnet-lite2", 448, 112, 5, 3, lite=True, anchor_scale=3.0),
@@ -260,15 +244,8 @@ def compound_config(phi: int, *, backbone: str | None = None, name: str | None =
         raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONE_SCALES)}")
     channels = int(round(64 * 1.35**phi / 8)) * 8
     size = 512 + 128 * phi
-    return _variant(
-        name or f"efficientdet-phi{phi}",
-        backbone,
-        size,
-        channels,
-        3 + phi,
-        3 + phi // 3,
-        lite="lite" in backbone,
-    )
+    return _variant(name or f"efficientdet-phi{phi}", backbone, size, channels, 3 + phi, 3 + phi // 3,
+                    lite="lite" in backbone)
 
 
 def override(config: ModelConfig, **changes: Any) -> ModelConfig:
@@ -279,11 +256,7 @@ def override(config: ModelConfig, **changes: Any) -> ModelConfig:
     A field name that is ambiguous or unknown is an error listing the valid names.
     """
     top = {f.name for f in dataclasses.fields(ModelConfig)}
-    sections = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(ModelConfig)
-        if dataclasses.is_dataclass(getattr(config, f.name))
-    }
+    sections = {name: getattr(config, name) for name in top if dataclasses.is_dataclass(getattr(config, name))}
     top_changes: dict[str, Any] = {}
     section_changes: dict[str, dict[str, Any]] = {}
     for key, value in changes.items():
@@ -305,26 +278,53 @@ def override(config: ModelConfig, **changes: Any) -> ModelConfig:
     return config
 
 
+def min_input_size(config: ModelConfig) -> int:
+    """The smallest side, in pixels, that the network takes: below ``2^(max_level-1) + 1`` the two
+    top levels are both 1×1, so the last BiFPN input would not be a down-sampling of the one below."""
+    return 2 ** (config.max_level - 1) + 1
+
+
 def validate(config: ModelConfig) -> None:
     """Reject values that would only fail later as an opaque shape error."""
     h, w = config.image_size
-    min_size = 2 ** (config.max_level - 1) + 1
+    min_size = min_input_size(config)
     if config.num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {config.num_classes}")
     if config.min_level != 3 or config.max_level < 5:
-        raise ValueError(
-            "levels must be min_level=3 (the BiFPN starts at the stride-8 feature) and max_level >= 5, "
-            f"got min_level={config.min_level}, max_level={config.max_level}"
-        )
+        raise ValueError("levels must be min_level=3 (the BiFPN starts at the stride-8 feature) and max_level >= 5, "
+                         f"got min_level={config.min_level}, max_level={config.max_level}")
     if min(h, w) < min_size:
-        raise ValueError(
-            f"image_size {h}x{w} is too small for level P{config.max_level}: "
-            f"each side must be at least {min_size} pixels"
-        )
+        raise ValueError(f"image_size {h}x{w} is too small for level P{config.max_level}: "
+                         f"each side must be at least {min_size} pixels")
     if config.bifpn.fusion not in ("fastattn", "attn", "sum"):
         raise ValueError(f"bifpn.fusion must be 'fastattn', 'attn' or 'sum', got {config.bifpn.fusion!r}")
     if config.act not in ("swish", "relu6", "relu"):
         raise ValueError(f"act must be 'swish', 'relu6' or 'relu', got {config.act!r}")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass (``ModelConfig``, a sub-config, ``TrainConfig``) as JSON values: the one
+    form that weights metadata, ONNX metadata and a run's ``config.json`` store."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(values: dict[str, Any], cls: type = ModelConfig) -> Any:
+    """Inverse of :func:`config_to_dict`: JSON lists back to tuples, nested dicts back to their
+    sub-configs; a field missing from ``values`` keeps its default."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            value = config_from_dict(value, type(default))
+        elif f.name == "stages":
+            value = tuple(Stage(**s) for s in value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
 
 
 def feature_sizes(image_size: tuple[int, int], max_level: int) -> list[tuple[int, int]]:

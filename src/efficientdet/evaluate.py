@@ -95,7 +95,7 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 def eval_loader(split: DatasetSplit, mcfg: ModelConfig, batch_size: int = 8, workers: int = 0) -> DataLoader:
     """Every image of ``split`` once, in order, as ``mcfg``'s model sees it at evaluation."""
-    transform = EvalTransform(mcfg.image_size, mcfg.preprocess.mean, mcfg.preprocess.std)
+    transform = EvalTransform(mcfg.image_size, mcfg.preprocess)
     return build_loader(DetectionDataset(split.samples, transform, validate=True), batch_size, workers=workers)
 
 

@@ -18,7 +18,6 @@ can be run without naming the model and gives the dataset's category ids and nam
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import warnings
@@ -31,7 +30,7 @@ from torch import nn
 from . import box_coder
 from .anchors import generate_anchors
 from .coco import LabelSpace
-from .config import ModelConfig, PostprocessConfig
+from .config import ModelConfig, PostprocessConfig, config_from_dict, config_to_dict
 from .fuse import fuse_model
 from .model import EfficientDet
 from .postprocess import best_class_per_anchor, flatten_levels
@@ -70,40 +69,12 @@ class DecodedOutputs(nn.Module):
     def __init__(self, model: EfficientDet):
         super().__init__()
         self.model = model
-        cfg = model.config
-        self.register_buffer("anchors", generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors))
+        self.register_buffer("anchors", generate_anchors(model.config))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cls_out, box_out = self.model(images)
         best, classes = best_class_per_anchor(cls_out, self.model.config.num_classes)
         return box_coder.decode(flatten_levels(box_out, 4), self.anchors), torch.sigmoid(best), classes
-
-
-def config_to_json(config: ModelConfig) -> str:
-    return json.dumps(dataclasses.asdict(config))
-
-
-def config_from_json(text: str) -> ModelConfig:
-    """Inverse of :func:`config_to_json`: JSON lists back to the tuples and sub-dataclasses."""
-    from .config import Stage
-
-    def build(cls: type, values: dict[str, Any]) -> Any:
-        kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in values:
-                continue
-            value = values[f.name]
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            if dataclasses.is_dataclass(default):
-                value = build(type(default), value)
-            elif f.name == "stages":
-                value = tuple(Stage(**s) for s in value)
-            elif isinstance(value, list):
-                value = tuple(value)
-            kwargs[f.name] = value
-        return cls(**kwargs)
-
-    return build(ModelConfig, json.loads(text))
 
 
 def _example_input(model: EfficientDet, batch_size: int) -> torch.Tensor:
@@ -167,10 +138,10 @@ def export_onnx(model: EfficientDet, path: Path, *, nms: bool = False,
     proto = program.model_proto
     if nms:
         _append_nms(proto, post, model.config.image_size)
-    meta = {METADATA_KEY: config_to_json(model.config),
+    meta = {METADATA_KEY: json.dumps(config_to_dict(model.config)),
             **{LABEL_METADATA_PREFIX + k: v for k, v in label_metadata(stored_labels(model)).items()}}
     if nms:
-        meta[NMS_METADATA_KEY] = json.dumps(dataclasses.asdict(post))
+        meta[NMS_METADATA_KEY] = json.dumps(config_to_dict(post))
     onnx.helper.set_model_props(proto, meta)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
@@ -267,14 +238,14 @@ def _onnx_properties(path: str | os.PathLike) -> dict[str, str]:
 def read_onnx_metadata(path: str | os.PathLike) -> tuple[ModelConfig, PostprocessConfig | None]:
     """(model config, in-graph NMS config or None) of a file written by :func:`export_onnx`."""
     props = _onnx_properties(path)
-    config = config_from_json(props[METADATA_KEY])
+    config = config_from_dict(json.loads(props[METADATA_KEY]))
     nms = props.get(NMS_METADATA_KEY)
-    return config, (PostprocessConfig(**json.loads(nms)) if nms else None)
+    return config, (config_from_dict(json.loads(nms), PostprocessConfig) if nms else None)
 
 
 def read_onnx_labels(path: str | os.PathLike) -> LabelSpace | None:
     """The label space exported with the model (that of its weights), or None when it had none."""
     props = _onnx_properties(path)
-    config = config_from_json(props[METADATA_KEY])
+    config = config_from_dict(json.loads(props[METADATA_KEY]))
     labels = {k: props[LABEL_METADATA_PREFIX + k] for k in ("label_ids", "names") if LABEL_METADATA_PREFIX + k in props}
     return read_label_space(path, labels, config.num_classes)

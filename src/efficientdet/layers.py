@@ -8,6 +8,8 @@ express. Stride-1 convs get static symmetric padding; only strided convs and poo
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,3 +83,45 @@ def drop_path(x: torch.Tensor, survival_prob: float, training: bool) -> torch.Te
         return x
     keep = torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device) < survival_prob
     return x * keep / survival_prob
+
+
+
+# The official initialisers, with Keras' fan counts: Keras counts a depthwise kernel ``(k, k, C, 1)``
+# as fan-in ``k·k·C`` and fan-out ``k·k``, so the official depthwise weights start ≈ √C times smaller
+# than torch's per-group count gives. That scale sets the effective step size of the BN-followed
+# convs and the spread of the first class logits around the prior, which short fine-tunes feel.
+# Each initialiser sets a conv's weight and zeroes its bias.
+def keras_fans(conv: nn.Conv2d) -> tuple[int, int]:
+    """(fan_in, fan_out) of ``conv``'s kernel as Keras counts them."""
+    k = conv.kernel_size[0] * conv.kernel_size[1]
+    return k * conv.in_channels, k * conv.out_channels // conv.groups
+
+
+def conv_layers(module: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def _zero_bias(conv: nn.Conv2d) -> None:
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
+def he_normal_fan_out_(conv: nn.Conv2d) -> None:
+    """EfficientNet's conv initialiser (``conv_kernel_initializer``)."""
+    nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / keras_fans(conv)[1]))
+    _zero_bias(conv)
+
+
+def glorot_uniform_(conv: nn.Conv2d) -> None:
+    """Keras' default, which the official BiFPN keeps."""
+    limit = math.sqrt(6.0 / sum(keras_fans(conv)))
+    nn.init.uniform_(conv.weight, -limit, limit)
+    _zero_bias(conv)
+
+
+def variance_scaling_(conv: nn.Conv2d) -> None:
+    """Keras ``VarianceScaling()`` (the official separable heads'): a normal truncated at two
+    standard deviations, rescaled so that the std is √(1/fan_in)."""
+    std = math.sqrt(1.0 / keras_fans(conv)[0]) / 0.87962566103423978
+    nn.init.trunc_normal_(conv.weight, 0.0, std, -2 * std, 2 * std)
+    _zero_bias(conv)

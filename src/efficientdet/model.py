@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from .backbone import build_backbone
 from .bifpn import BiFPN
-from .config import ModelConfig, validate
-from .head import HeadNet, class_prior_bias
+from .config import ModelConfig, min_input_size, validate
+from .head import HeadNet
 
 
 class EfficientDet(nn.Module):
@@ -26,39 +24,13 @@ class EfficientDet(nn.Module):
         self.fpn = BiFPN(self.backbone.feature_channels, config.bifpn, config.act, config.min_level, config.max_level)
         head = dict(channels=config.bifpn.channels, num_anchors=num_anchors, repeats=config.head.repeats,
                     num_levels=num_levels, act=config.act, separable=config.head.separable)
-        self.class_net = HeadNet(outputs_per_anchor=config.head.num_classes, **head)
+        self.class_net = HeadNet(outputs_per_anchor=config.head.num_classes, prior_prob=config.head.prior_prob, **head)
         self.box_net = HeadNet(outputs_per_anchor=4, **head)
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The official initialisers, with Keras' fan counts.
-
-        Backbone: He-normal on fan-out (replaced by pretrained weights in practice). BiFPN: Keras'
-        default glorot-uniform. Heads: Keras ``variance_scaling`` (truncated normal, fan-in), or
-        normal(0.01) when not separable. Keras counts a depthwise kernel ``(k, k, C, 1)`` as
-        fan-in ``k·k·C``, so the official depthwise weights start ≈ √C times smaller than a
-        per-group count gives; that scale sets the effective step size of the BN-followed convs
-        and the spread of the first class logits around the prior, which short fine-tunes feel.
-        """
-        for name, m in self.named_modules():
-            if not isinstance(m, nn.Conv2d):
-                continue
-            k = m.kernel_size[0] * m.kernel_size[1]
-            fan_in, fan_out = k * m.in_channels, k * m.out_channels // m.groups
-            if name.startswith("backbone."):
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif name.startswith("fpn."):
-                limit = math.sqrt(6.0 / (fan_in + fan_out))
-                nn.init.uniform_(m.weight, -limit, limit)
-            elif not self.config.head.separable:
-                nn.init.normal_(m.weight, 0.0, 0.01)
-            else:
-                # Keras truncates at two standard deviations and rescales so the std is √(1/fan_in).
-                std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
-                nn.init.trunc_normal_(m.weight, 0.0, std, -2 * std, 2 * std)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        class_prior_bias(self.class_net, self.config.head.prior_prob)
+        """The official initialisers: each part draws its own (backbone, BiFPN, heads)."""
+        for part in (self.backbone, self.fpn, self.class_net, self.box_net):
+            part.reset_parameters()
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Raw per-level outputs, levels min..max.
@@ -80,7 +52,7 @@ class EfficientDet(nn.Module):
             raise ValueError(f"images must have shape [B, 3, H, W], got {list(images.shape)}")
         if not images.is_floating_point():
             raise ValueError(f"images must be a float tensor (normalised), got dtype {images.dtype}")
-        min_size = 2 ** (self.config.max_level - 1) + 1
+        min_size = min_input_size(self.config)
         if min(images.shape[-2:]) < min_size:
             raise ValueError(
                 f"images of {images.shape[-2]}x{images.shape[-1]} are too small for level P{self.config.max_level}: "

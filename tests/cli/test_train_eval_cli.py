@@ -9,8 +9,10 @@ import pytest
 
 from efficientdet.cli import main
 from efficientdet.cli.train import apply_sets
+from efficientdet.config import config_from_dict
 from efficientdet.shapes import make_shapes_dataset
 from efficientdet.train import TrainConfig
+from efficientdet.weights import read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +65,7 @@ def test_eval_nms_scope_selects_official_evaluation_or_inference_postprocessing(
     weights = save_safetensors(model, tmp_path / "w.safetensors")
     split = load_split(load_dataset_yaml(data), "val")
     cfg = model.config
-    loader = build_loader(DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess.mean,
-                                                                        cfg.preprocess.std)), 8)
+    loader = build_loader(DetectionDataset(split.samples, EvalTransform(cfg.image_size, cfg.preprocess)), 8)
     for scope, post in (("per-class", evaluation_postprocess(cfg.postprocess)), ("global", cfg.postprocess)):
         saved = tmp_path / f"{scope}.json"
         assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
@@ -97,6 +98,37 @@ def test_evaluation_does_not_import_the_trainer():
                 continue
             assert not any(n == "efficientdet.train" or n.startswith("efficientdet.train.") for n in names), \
                 (path, names)
+
+
+def test_train_and_eval_at_a_non_square_size(data, tmp_path):
+    """``--image-size HxW`` is the network input end to end: anchors, targets, the training
+    transform, validation during training, the stored config and eval all run at 128x192."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), "--image-size", "128x192", "--batch-size", "4",
+                 "--epochs", "1", "--workers", "0", "--set", "eval_every=1"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["image_size"] == config["model"]["image_size"] == [128, 192]
+    weights = out / "weights" / "best.safetensors"
+    stored = config_from_dict(json.loads(read_metadata(weights)["config"]))
+    assert stored.image_size == (128, 192) and stored == config_from_dict(config["model"])
+    record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 2 and 0 <= record["AP"] <= 1  # 8 images in batches of 4, then validation
+    metrics_file = tmp_path / "m.json"
+    assert main(["eval", "--data", str(data), "--model", "efficientdet-lite0", "--weights", str(weights),
+                 "--image-size", "128x192", "--workers", "0", "--json", str(metrics_file)]) == 0
+    assert 0 <= json.loads(metrics_file.read_text())["AP"] <= 1
+
+
+def test_train_config_image_size_is_height_width():
+    assert TrainConfig(image_size=128).image_size == (128, 128)
+    assert TrainConfig(image_size=(128, 192)).image_size == (128, 192)
+    assert apply_sets(TrainConfig(), ["image_size=128,192"]).image_size == (128, 192)
+    assert apply_sets(TrainConfig(image_size=128), ["image_size=none"]).image_size is None
+    with pytest.raises(ValueError, match=r"TrainConfig.image_size must be >= 65 for efficientdet-lite0 \(or None: "
+                                         r"the model's own\), got \(64, 192\)"):
+        TrainConfig(image_size=(64, 192))
+    with pytest.raises(ValueError, match="TrainConfig.image_size must be an int or"):
+        TrainConfig(image_size="128x192")
 
 
 def test_set_values_are_typed_and_checked():

@@ -3,6 +3,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from efficientdet.config import PreprocessConfig
 from efficientdet.data import (
     DetectionDataset,
     EvalTransform,
@@ -17,7 +18,7 @@ from efficientdet.data import (
 from efficientdet.train.sampling import SeededDataset
 
 SIZE = (64, 96)
-MEAN, STD = (124.0, 116.0, 104.0), (58.0, 57.0, 57.0)
+NORMALISE = PreprocessConfig((124.0, 116.0, 104.0), (58.0, 57.0, 57.0))
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def split(dataset_yamls):
 
 
 def test_item_holds_targets_without_crowd(split):
-    dataset = DetectionDataset(split.samples, EvalTransform(SIZE, MEAN, STD), validate=True)
+    dataset = DetectionDataset(split.samples, EvalTransform(SIZE, NORMALISE), validate=True)
     image, target = dataset[0]  # a.jpg 512x512: one box and one crowd box
     assert image.shape == (3, *SIZE) and image.dtype == torch.float32
     assert target["boxes"].shape == (1, 4) and target["boxes"].dtype == torch.float32
@@ -37,7 +38,7 @@ def test_item_holds_targets_without_crowd(split):
 
 
 def test_collate_pads_to_the_most_boxes(split):
-    dataset = DetectionDataset(split.samples, EvalTransform(SIZE, MEAN, STD))
+    dataset = DetectionDataset(split.samples, EvalTransform(SIZE, NORMALISE))
     batch = collate([dataset[i] for i in range(3)])  # 1, 2 and 0 boxes
     assert batch.images.shape == (3, 3, *SIZE)
     assert batch.boxes.shape == (3, 2, 4) and batch.labels.shape == (3, 2)
@@ -61,7 +62,7 @@ def bad_samples(tmp_path, photos):
 
 def test_validate_reports_every_bad_image_at_once(tmp_path, photos):
     with pytest.raises(ImageError) as error:
-        DetectionDataset(bad_samples(tmp_path, photos), EvalTransform(SIZE, MEAN, STD), validate=True)
+        DetectionDataset(bad_samples(tmp_path, photos), EvalTransform(SIZE, NORMALISE), validate=True)
     message = str(error.value)
     assert message.startswith("4 of 5 images are unusable:")
     for name in ("corrupt.jpg", "empty.png", "missing.jpg"):
@@ -72,21 +73,21 @@ def test_validate_reports_every_bad_image_at_once(tmp_path, photos):
 
 def test_corrupt_image_at_load_time_names_the_file(tmp_path, photos):
     samples = bad_samples(tmp_path, photos)
-    dataset = DetectionDataset(samples, EvalTransform(SIZE, MEAN, STD))
+    dataset = DetectionDataset(samples, EvalTransform(SIZE, NORMALISE))
     assert dataset[0][0].shape == (3, *SIZE)
     with pytest.raises(ImageError, match="corrupt.jpg"):
         dataset[1]
     # a file whose header reads but whose pixels do not: caught at decode time
     (tmp_path / "cut.jpg").write_bytes((photos / "a.jpg").read_bytes()[:5000])
     with pytest.raises(ImageError, match="cut.jpg: cannot decode the image"):
-        DetectionDataset([Sample(tmp_path / "cut.jpg", [], [], 0)], EvalTransform(SIZE, MEAN, STD))[0]
+        DetectionDataset([Sample(tmp_path / "cut.jpg", [], [], 0)], EvalTransform(SIZE, NORMALISE))[0]
     with pytest.raises(ImageError, match="wrong-size.png: image is 451x300"):
         dataset[4]
 
 
 def test_corrupt_image_in_a_worker_surfaces_as_image_error(tmp_path, photos):
     samples = bad_samples(tmp_path, photos)[:2]
-    loader = build_loader(DetectionDataset(samples, EvalTransform(SIZE, MEAN, STD)), 2, workers=2)
+    loader = build_loader(DetectionDataset(samples, EvalTransform(SIZE, NORMALISE)), 2, workers=2)
     batches = iter(loader)
     with pytest.raises(ImageError, match="corrupt.jpg"):
         next(batches)
@@ -100,7 +101,7 @@ def many(split, n=10):
 
 
 def test_eval_loader_keeps_order_and_every_image(split):
-    loader = build_loader(DetectionDataset(many(split, 5), EvalTransform(SIZE, MEAN, STD)), 2)
+    loader = build_loader(DetectionDataset(many(split, 5), EvalTransform(SIZE, NORMALISE)), 2)
     batches = list(loader)
     assert [b.images.shape[0] for b in batches] == [2, 2, 1]
     assert [t["image_id"] for b in batches for t in b.targets] == [0, 1, 2, 0, 1]
@@ -111,7 +112,7 @@ def test_mosaic_items_are_reproducible_and_hold_boxes_of_several_images(split):
     """Under SeededDataset a mosaic item is a function of (seed, epoch, index); with the whole
     canvas shrunk into view (scale 0.5, no flip), it holds more boxes than any one image has (2)."""
     images = many(split, 12)
-    transform = TrainTransform(SIZE, MEAN, STD, scale_range=(0.5, 0.5), hflip=0.0)
+    transform = TrainTransform(SIZE, NORMALISE, scale_range=(0.5, 0.5), hflip=0.0)
     mixed = SeededDataset(DetectionDataset(images, transform, mosaic=1.0), seed=5)
     plain = SeededDataset(DetectionDataset(images, transform), seed=5)
     first, again = mixed[3], mixed[3]

@@ -4,13 +4,13 @@ import torch
 from data_builders import rectangle_image
 from skimage import data
 
-from efficientdet.config import VARIANTS
+from efficientdet.config import VARIANTS, PreprocessConfig
 from efficientdet.data import EvalTransform, TrainTransform
 from efficientdet.data.transforms import mosaic
 from efficientdet.preprocess import preprocess
 
 ASTRONAUT = data.astronaut()
-MEAN, STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # network values = pixel values: easy to read
+IDENTITY = PreprocessConfig((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # network values = pixel values: easy to read
 
 
 def chw(image: np.ndarray) -> torch.Tensor:
@@ -21,22 +21,22 @@ def test_eval_transform_is_the_detector_preprocessing():
     config = VARIANTS["efficientdet-d0"].preprocess
     image = chw(data.chelsea())  # 300x451
     boxes = torch.tensor([[10.0, 20.0, 451.0, 300.0]])
-    out = EvalTransform((512, 512), config.mean, config.std)(image, boxes, torch.tensor([3]))
+    out = EvalTransform((512, 512), config)(image, boxes, torch.tensor([3]))
     batch, scales = preprocess([image], (512, 512), config)
     assert torch.equal(out.image, batch[0]) and out.image_scale == float(scales[0])
     # official box mapping: through normalised coordinates to the scaled size 340x512, then the
     # official clip to size - 1 (x2 512 → 511)
     torch.testing.assert_close(out.boxes, torch.tensor([[10 * 512 / 451, 20 * 340 / 300, 511, 340]]))
     assert out.labels.tolist() == [3]
-    empty = EvalTransform((512, 512), config.mean, config.std)(image)
+    empty = EvalTransform((512, 512), config)(image)
     assert empty.boxes.shape == (0, 4) and torch.equal(empty.image, batch[0])
 
 
 def test_train_transform_at_scale_one_without_flip_equals_eval():
     image = chw(data.coffee())
     boxes, labels = torch.tensor([[50.0, 60.0, 300.0, 200.0]]), torch.tensor([1])
-    train = TrainTransform((256, 320), MEAN, STD, scale_range=(1.0, 1.0), hflip=0.0)(image, boxes, labels)
-    evaluation = EvalTransform((256, 320), MEAN, STD)(image, boxes, labels)
+    train = TrainTransform((256, 320), IDENTITY, scale_range=(1.0, 1.0), hflip=0.0)(image, boxes, labels)
+    evaluation = EvalTransform((256, 320), IDENTITY)(image, boxes, labels)
     assert torch.equal(train.image, evaluation.image) and torch.equal(train.boxes, evaluation.boxes)
     assert train.image_scale == evaluation.image_scale
 
@@ -44,8 +44,8 @@ def test_train_transform_at_scale_one_without_flip_equals_eval():
 def test_train_transform_flip_mirrors_image_and_boxes():
     image = chw(data.coffee())  # 400x600 → 256x384 inside 256x384: no padding
     boxes, labels = torch.tensor([[50.0, 60.0, 300.0, 200.0]]), torch.tensor([1])
-    flipped = TrainTransform((256, 384), MEAN, STD, scale_range=(1.0, 1.0), hflip=1.0)(image, boxes, labels)
-    plain = EvalTransform((256, 384), MEAN, STD)(image, boxes, labels)
+    flipped = TrainTransform((256, 384), IDENTITY, scale_range=(1.0, 1.0), hflip=1.0)(image, boxes, labels)
+    plain = EvalTransform((256, 384), IDENTITY)(image, boxes, labels)
     assert torch.equal(flipped.image, plain.image.flip(-1))
     torch.testing.assert_close(flipped.boxes, torch.tensor([[(600 - 300) * 0.64, 60 * 0.64, (600 - 50) * 0.64,
                                                              200 * 0.64]]))
@@ -57,7 +57,7 @@ def test_boxes_follow_the_image_under_flip_scale_and_crop(box, can_vanish):
     """A white rectangle's box must still frame the rectangle after every random draw, and a box
     whose rectangle the crop cut away must be gone."""
     image = chw(rectangle_image(240, 320, box))
-    transform = TrainTransform((160, 192), MEAN, STD)  # scales 0.1..2.0: shrink, enlarge and crop
+    transform = TrainTransform((160, 192), IDENTITY)  # scales 0.1..2.0: shrink, enlarge and crop
     torch.manual_seed(0)
     dropped = 0
     for _ in range(40):
@@ -81,9 +81,9 @@ def test_photometric_jitter_keeps_shape_and_boxes():
     image = chw(ASTRONAUT)
     boxes, labels = torch.tensor([[10.0, 20.0, 200.0, 300.0]]), torch.tensor([0])
     torch.manual_seed(1)
-    out = TrainTransform((128, 128), MEAN, STD, scale_range=(1.0, 1.0), hflip=0.0, photometric=True)(
+    out = TrainTransform((128, 128), IDENTITY, scale_range=(1.0, 1.0), hflip=0.0, photometric=True)(
         image, boxes, labels)
-    plain = EvalTransform((128, 128), MEAN, STD)(image, boxes, labels)
+    plain = EvalTransform((128, 128), IDENTITY)(image, boxes, labels)
     assert out.image.shape == (3, 128, 128) and torch.equal(out.boxes, plain.boxes)
     assert not torch.equal(out.image, plain.image)
 

@@ -51,7 +51,7 @@ def test_training_step_equals_effdets_with_the_same_drop_path_masks(monkeypatch)
     images = torch.randn(2, 3, 128, 128)
     boxes = torch.tensor([[[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 120.0, 50.0]], [[5.0, 5.0, 40.0, 100.0], [0, 0, 0, 0]]])
     labels = torch.tensor([[0, 3], [2, -1]])
-    anchors = generate_anchors((128, 128), 3, 7, ours.config.anchors)
+    anchors = generate_anchors(ours.config)
     targets = assign_targets(anchors, boxes, labels)
     losses = {}
     for who, model in (("ours", ours), ("effdet", net)):

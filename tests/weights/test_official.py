@@ -50,7 +50,7 @@ def test_preprocessing_reproduces_official_input(ref):
 
 def test_anchors_identical(ref):
     cfg = get_config("efficientdet-d0")
-    ours = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors)
+    ours = generate_anchors(cfg)
     assert torch.equal(ours[:, [1, 0, 3, 2]], torch.from_numpy(ref["anchors"]))
 
 

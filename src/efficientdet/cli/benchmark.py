@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from ..inference.backends import BACKENDS
-from .predict import parse_image_size
+from .options import (add_device, add_image_size, add_model, add_nms, add_precision, add_threads,
+                      add_weights, postprocess_overrides, precision, resolve_image_size, subcommand)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,14 +28,15 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark import cpu_isa, cpu_name, machine_line, matmul_gflops, run_benchmark, spread_random_weights
     from ..devices import resolve_device
 
-    device = resolve_device(args.device)  # before the model is built
-    overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size else {}
-    model = create_model(args.model, weights=args.weights, **overrides).eval()
+    changes = postprocess_overrides(args)  # options first: before the model is built
+    image_size = resolve_image_size(args, args.model)
+    device = resolve_device(args.device)
+    model = create_model(args.model, weights=args.weights, **({"image_size": image_size} if image_size else {})).eval()
     weights = args.weights or "random, scores spread (efficientdet.benchmark.spread_random_weights)"
     if not args.weights:
         spread_random_weights(model)
-    result = run_benchmark(model, args.backend, args.batch_size, args.threads, device,
-                           "float16" if args.half else "bfloat16" if args.bf16 else "float32", args.nms,
+    post = dataclasses.replace(model.config.postprocess, **changes)
+    result = run_benchmark(model, args.backend, args.batch_size, args.threads, device, precision(args), post,
                            args.end_to_end, args.warmup, args.iterations, weights)
     gflops = matmul_gflops(result.threads)
     report = {**dataclasses.asdict(result), "cpu": cpu_name(), "isa": cpu_isa(), "matmul_gflops": gflops,
@@ -51,19 +53,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("benchmark", help="inference latency, throughput, memory and GFLOP/s of a model",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="variant, e.g. efficientdet-d0")
-    p.add_argument("--weights", help="weights to time with (default: random weights whose scores spread)")
+    p = subcommand(sub, "benchmark", "inference latency, throughput, memory and GFLOP/s of a model", __doc__)
+    add_model(p, required=True)
+    add_weights(p, note=" to time with (default: random weights whose scores spread)")
     p.add_argument("--backend", choices=BACKENDS, default="eager")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--threads", type=int, help="torch / ONNX Runtime intra-op threads (default: torch's)")
-    p.add_argument("--device", help="cpu, cuda … (default: cuda when available)")
-    dtype = p.add_mutually_exclusive_group()
-    dtype.add_argument("--half", action="store_true", help="float16 network (CUDA)")
-    dtype.add_argument("--bf16", action="store_true", help="bfloat16 network")
-    p.add_argument("--image-size", help="network input N or HxW (default: the model's)")
-    p.add_argument("--nms", choices=("soft", "hard"), help="default: the model's (soft)")
+    add_threads(p)
+    add_device(p)
+    add_precision(p)
+    add_image_size(p)
+    add_nms(p)
     p.add_argument("--end-to-end", action="store_true", help="include JPEG decoding and preprocessing")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iterations", type=int, default=30)

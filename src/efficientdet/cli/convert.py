@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import list_models
+from .options import add_model
 
 
 def variant_from_path(path: Path) -> str:
@@ -40,6 +41,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="official checkpoint / effdet .pth → our .safetensors")
     p.add_argument("src", help="official checkpoint directory or prefix, an effdet .pth file or our .safetensors")
     p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--model", help="variant (default: read from the source's name)")
+    add_model(p, note=" (default: read from the source's name)")
     p.add_argument("--num-classes", type=int, help="class count of the source (default 90)")
     p.set_defaults(func=run)

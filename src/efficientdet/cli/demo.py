@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from .options import add_image_size, parse_image_size
+
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import format_metrics
@@ -19,10 +21,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     # Checked before the dataset is generated. exist_ok: a demo run replaces the previous one.
     cfg = TrainConfig(model="efficientdet-lite0", out=str(out), epochs=args.epochs, batch_size=args.batch_size,
-                      image_size=args.image_size, workers=args.workers, eval_every=max(1, args.epochs // 4),
-                      seed=args.seed, lr=args.lr, exist_ok=True)
+                      image_size=parse_image_size(args.image_size), workers=args.workers,
+                      eval_every=max(1, args.epochs // 4), seed=args.seed, lr=args.lr, exist_ok=True)
     _require_scikit_image()
-    data = make_shapes_dataset(out / "data", args.train_images, args.val_images, args.image_size, seed=args.seed)
+    # Square pictures, as large as the network input's longer side.
+    data = make_shapes_dataset(out / "data", args.train_images, args.val_images, max(cfg.image_size), seed=args.seed)
     print(f"dataset: {args.train_images} train / {args.val_images} val images at {data.parent}")
     try:
         summary = train(dataclasses.replace(cfg, data=str(data)))
@@ -54,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the README gives the time and AP of the default, with the machine they were measured on")
     p.add_argument("--train-images", type=int, default=240)
     p.add_argument("--val-images", type=int, default=60)
-    p.add_argument("--image-size", type=int, default=256)
+    add_image_size(p, default="256")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

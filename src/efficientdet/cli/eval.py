@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .predict import parse_image_size, postprocess_overrides
+from .options import (add_device, add_image_size, add_model, add_nms, add_weights, postprocess_overrides,
+                      resolve_image_size)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,7 +17,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Options first: a bad one fails before the dataset is read.
     nms = postprocess_overrides(args)
-    overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size is not None else {}
+    image_size = resolve_image_size(args, args.model)
+    overrides = {"image_size": image_size} if image_size else {}
     device = resolve_device(args.device) if args.predictions is None else None
     split = load_split(load_dataset_yaml(args.data), args.split)
     print(f"{args.split}: {split.report.summary()}")
@@ -53,7 +55,7 @@ def model_label_ids(model, split, args: argparse.Namespace) -> list[int] | None:
     """The split's category id of each model output: those stored with the weights (training's),
     else COCO's for a 90-class model on a COCO-id dataset (official checkpoints: output c is id
     c + 1), else None (output c is the split's c-th category, which needs as many classes)."""
-    from ..coco import COCO_NUM_CLASSES, coco_label_space
+    from ..coco import coco_label_space, predicts_coco
     from ..weights import stored_labels
 
     stored = stored_labels(model)
@@ -63,8 +65,9 @@ def model_label_ids(model, split, args: argparse.Namespace) -> list[int] | None:
             raise ValueError(f"{args.weights}: trained on category ids {unknown} that {args.data} does not have "
                              f"(it has {split.label_ids})")
         return list(stored.ids)
-    if model.config.num_classes == COCO_NUM_CLASSES and set(split.label_ids) <= set(range(1, 91)):
-        return coco_label_space()[0]
+    coco_ids = coco_label_space()[0]
+    if predicts_coco(model.config.num_classes) and set(split.label_ids) <= set(coco_ids):
+        return coco_ids
     if model.config.num_classes != split.num_classes:
         raise ValueError(f"{args.weights}: the model has {model.config.num_classes} classes, "
                          f"{args.data} has {split.num_classes}")
@@ -75,19 +78,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="COCO AP of a model (or of a COCO results file) on a dataset split")
     p.add_argument("--data", required=True, help="dataset YAML")
     p.add_argument("--split", default="val")
-    p.add_argument("--model")
-    p.add_argument("--weights")
-    p.add_argument("--predictions", help="score this COCO-results JSON instead of running a model")
-    p.add_argument("--image-size", help="network input N or HxW (default: the model's)")
+    add_model(p, note=" (with --weights)")
+    add_weights(p, note=" (with --model)")
+    p.add_argument("--predictions", help="score this COCO-results JSON instead of running a model "
+                   "(--score-threshold filters it)")
+    add_image_size(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device")
-    p.add_argument("--nms", choices=["gaussian", "hard"], help="default: the model's (official: gaussian)")
+    add_device(p)
+    add_nms(p)
     p.add_argument("--nms-scope", choices=["per-class", "global"], default="per-class",
                    help="per-class: official COCO evaluation (top 5000 anchor-class pairs, NMS per class); "
                         "global: the inference default (each anchor's best class, one class-agnostic NMS)")
-    p.add_argument("--score-threshold", type=float,
-                   help="minimum score kept (default: the model's, 0.001); also filters --predictions")
     p.add_argument("--json", help="write the metrics (AP, AP50, AP75, APs, APm, APl, AR…) here")
     p.add_argument("--save-predictions", help="write the model's COCO results here")
     p.set_defaults(func=run)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .predict import nms_overrides, parse_image_size
+from .options import add_image_size, add_model, add_nms, add_weights, nms_overrides, resolve_image_size, subcommand
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     changes = nms_overrides(args)
     if changes and not args.nms:
         raise ValueError(f"{', '.join('--' + name.replace('_', '-') for name in changes)} only apply with --nms")
-    overrides = {"image_size": parse_image_size(args.image_size)} if args.image_size else {}
-    model = create_model(args.model, weights=args.weights, **overrides)
+    image_size = resolve_image_size(args, args.model)
+    model = create_model(args.model, weights=args.weights, **({"image_size": image_size} if image_size else {}))
     post = None
     if args.nms:
         post = dataclasses.replace(model.config.postprocess, method="hard", **changes)
@@ -37,15 +37,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export to ONNX / TorchScript / torch.export (BN folded, dynamic batch)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="variant, e.g. efficientdet-d0")
-    p.add_argument("--weights", help="official checkpoint dir, .safetensors or effdet .pth (default: random init)")
+    p = subcommand(sub, "export", "export to ONNX / TorchScript / torch.export (BN folded, dynamic batch)", __doc__)
     p.add_argument("--format", required=True, help="onnx, torchscript or torch-export")
     p.add_argument("--out", required=True, help="output file (.onnx, .pt or .pt2)")
-    p.add_argument("--image-size", help="network input N or HxW (default: the model's)")
+    add_model(p, required=True)
+    add_weights(p, note=" (default: random init)")
+    add_image_size(p)
     p.add_argument("--nms", action="store_true", help="ONNX only: decoding + hard NMS inside the graph")
-    p.add_argument("--score-threshold", type=float, help="with --nms: minimum score (default 0.001)")
-    p.add_argument("--iou-threshold", type=float, help="with --nms: IoU threshold (default 0.5)")
-    p.add_argument("--max-detections", type=int, help="with --nms: detections per image (default 100)")
+    add_nms(p, method=False, when="with --nms: ")
     p.set_defaults(func=run)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import torch
 
-from ..config import get_config
+from ..config import config_to_dict, get_config
 from ..model import EfficientDet
 from ..profile import count_flops, count_parameters
 
@@ -18,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.device("meta"):
         params = count_parameters(EfficientDet(config))
     flops = count_flops(config)
-    report = {"model": config.name, "parameters": params, "flops": flops, "config": dataclasses.asdict(config)}
+    report = {"model": config.name, "parameters": params, "flops": flops, "config": config_to_dict(config)}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

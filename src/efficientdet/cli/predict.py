@@ -14,49 +14,11 @@ import dataclasses
 import math
 import sys
 
-from ..config import PostprocessConfig, get_config
+from ..config import get_config
 from ..inference.backends import BACKENDS
 from ..inference.video import DEFAULT_MAX_VIDEO_FRAMES
-
-NMS_OPTIONS = ("score_threshold", "iou_threshold", "max_detections")
-
-
-def parse_image_size(text: str) -> tuple[int, int]:
-    """``512`` → (512, 512); ``640x384`` → (640, 384) as (height, width)."""
-    parts = text.lower().split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"--image-size must be N or HxW, got {text!r}") from None
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"--image-size must be N or HxW with positive sides, got {text!r}")
-    return size  # type: ignore[return-value]
-
-
-def nms_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The NMS values the user gave (``PostprocessConfig`` field → value), checked here, before any
-    work, by ``PostprocessConfig`` itself; the error names the option (``--score-threshold``)."""
-    changes = {f: getattr(args, f) for f in NMS_OPTIONS if getattr(args, f, None) is not None}
-    try:
-        PostprocessConfig(**changes)
-    except ValueError as e:
-        field, _, rest = str(e).partition(" ")
-        raise ValueError(f"--{field.replace('_', '-')} {rest}") from None
-    return changes
-
-
-def postprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The NMS settings the user gave (``PostprocessConfig`` field → value); unset ones keep the model's."""
-    changes = nms_overrides(args)
-    if args.nms is not None:
-        changes["method"] = "hard" if args.nms == "hard" else "gaussian"  # predict says soft, eval gaussian
-    return changes
-
-
-def precision(args: argparse.Namespace) -> str:
-    return "float16" if args.half else "bfloat16" if args.bf16 else "float32"
+from .options import (add_device, add_image_size, add_model, add_nms, add_precision, add_weights,
+                      postprocess_overrides, precision, resolve_image_size, subcommand)
 
 
 def pixel_budget(max_megapixels: float) -> int:
@@ -117,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model is not None:
         get_config(args.model)
     changes = postprocess_overrides(args)
-    image_size = parse_image_size(args.image_size) if args.image_size is not None else None
+    image_size = resolve_image_size(args, args.model)
     device = resolve_device(args.device)
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")
@@ -146,26 +108,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="detect objects in images, folders, globs and videos",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subcommand(sub, "predict", "detect objects in images, folders, globs and videos", __doc__)
     p.add_argument("inputs", nargs="+", help="image or video files, folders (searched with their subfolders; "
                    "outputs keep the path below the folder), or glob patterns (quoted)")
-    p.add_argument("--model", help="variant, e.g. efficientdet-d0 (read from the file for --backend onnxruntime)")
-    p.add_argument("--weights", required=True,
-                   help="official checkpoint dir, .safetensors or effdet .pth; the .onnx file for onnxruntime")
+    add_model(p, note=" (read from the file for --backend onnxruntime)")
+    add_weights(p, required=True, note="; the .onnx file for onnxruntime")
     p.add_argument("--out", required=True, help="output folder; may not hold any input")
     p.add_argument("--backend", choices=BACKENDS, default="eager")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
-    dtype = p.add_mutually_exclusive_group()
-    dtype.add_argument("--half", action="store_true", help="float16 network (CUDA)")
-    dtype.add_argument("--bf16", action="store_true", help="bfloat16 network (CPU with AVX-512 BF16 / AMX, CUDA)")
-    p.add_argument("--image-size", help="network input N or HxW (default: the model's)")
+    add_device(p)
+    add_precision(p)
+    add_image_size(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=1, help="DataLoader processes decoding images (0: in-process)")
-    p.add_argument("--nms", choices=("soft", "hard"), help="soft (official default, gaussian) or hard NMS")
-    p.add_argument("--score-threshold", type=float, help="minimum score kept by NMS and written (default 0.001)")
-    p.add_argument("--iou-threshold", type=float, help="hard-NMS IoU threshold (default 0.5)")
-    p.add_argument("--max-detections", type=int, help="detections per image (default 100)")
+    add_nms(p)
     p.add_argument("--draw-threshold", type=float, default=0.4, help="minimum score drawn on the images")
     p.add_argument("--no-draw", action="store_true", help="write no annotated images or videos")
     p.add_argument("--save-json", action="store_true", help="also one JSON file per image / video in OUT/labels")

@@ -13,6 +13,7 @@ import typing
 from typing import Any
 
 from ..loss import LossConfig
+from .options import add_device, add_image_size, add_model, parse_image_size, subcommand
 
 
 def _convert(value: str, kind: Any, key: str) -> Any:
@@ -24,7 +25,7 @@ def _convert(value: str, kind: Any, key: str) -> Any:
         parts = value.split(",")
         return tuple(_convert(p, args[0], key) for p in parts)
     if args and origin is not None:  # Optional[X] / X | None
-        kind = args[0]
+        return _convert(value, args[0], key)
     if kind is bool:
         if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"--set {key}: expected true/false, got {value!r}")
@@ -63,9 +64,11 @@ def run(args: argparse.Namespace) -> int:
     from ..train import Interrupted, NonFiniteLoss, TrainConfig, train
 
     cfg = TrainConfig(model=args.model, data=args.data, out=args.out, loss=LossConfig())
-    for name in ("epochs", "batch_size", "image_size", "weights", "workers", "device", "seed"):
+    for name in ("epochs", "batch_size", "weights", "workers", "device", "seed"):
         if getattr(args, name) is not None:
             cfg = dataclasses.replace(cfg, **{name: getattr(args, name)})
+    if args.image_size is not None:  # TrainConfig checks it against the model
+        cfg = dataclasses.replace(cfg, image_size=parse_image_size(args.image_size))
     if args.scratch:
         cfg = dataclasses.replace(cfg, backbone_weights=None)
     elif args.backbone_weights:
@@ -86,19 +89,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train or fine-tune on a COCO / VOC / YOLO dataset",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="efficientdet-lite0")
+    p = subcommand(sub, "train", "train or fine-tune on a COCO / VOC / YOLO dataset", __doc__)
+    add_model(p, default="efficientdet-lite0")
     p.add_argument("--data", required=True, help="dataset YAML (format: coco | voc | yolo)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")
-    p.add_argument("--image-size", type=int)
+    add_image_size(p)
     p.add_argument("--weights", help="start from these weights (class head re-initialised if needed)")
     p.add_argument("--backbone-weights", help="ImageNet backbone file (default: packaged Lite0-2 weights)")
     p.add_argument("--scratch", action="store_true", help="no pretrained backbone")
     p.add_argument("--workers", type=int)
-    p.add_argument("--device")
+    add_device(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--exist-ok", action="store_true",

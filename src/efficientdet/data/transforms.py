@@ -109,17 +109,18 @@ class TrainTransform:
     """The official training augmentation: flip, random scale, random crop, pad (``InputProcessor``).
 
     ``image [3, h, w]`` uint8, ``boxes [N, 4]`` xyxy original pixels, ``labels [N]`` →
-    :class:`Transformed` at ``image_size`` (h, w). ``scale_range`` is the official
+    :class:`Transformed` at ``image_size`` (h, w), normalised by ``preprocess_config`` (the
+    model's, as at inference). ``scale_range`` is the official
     ``train_scale_min/max`` (0.1, 2.0); ``photometric`` adds a mild ``v2.ColorJitter`` before
     normalising (not in the official recipe, whose extra augmentation is AutoAugment).
     """
 
-    def __init__(self, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+    def __init__(self, image_size: tuple[int, int], preprocess_config: PreprocessConfig,
                  scale_range: tuple[float, float] = (0.1, 2.0), hflip: float = 0.5, photometric: bool = False):
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-        self.fill = tuple(float(m) for m in mean)  # uint8 colour that normalises to the zero padding
+        self.mean = torch.tensor(preprocess_config.mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(preprocess_config.std, dtype=torch.float32).view(3, 1, 1)
+        self.fill = tuple(float(m) for m in preprocess_config.mean)  # uint8 colour that normalises to the zero padding
         self.scale_range = scale_range
         self.hflip = hflip
         self.jitter = v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02) if photometric else None
@@ -152,9 +153,9 @@ class EvalTransform:
     the way the official evaluation input does (``resize_and_crop_boxes`` without a crop).
     """
 
-    def __init__(self, image_size: tuple[int, int], mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, image_size: tuple[int, int], preprocess_config: PreprocessConfig):
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.config = PreprocessConfig(tuple(mean), tuple(std))
+        self.config = preprocess_config
 
     def __call__(self, image: torch.Tensor, boxes: torch.Tensor | None = None,
                  labels: torch.Tensor | None = None) -> Transformed:

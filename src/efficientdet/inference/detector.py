@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from ..anchors import generate_anchors
-from ..coco import COCO_NUM_CLASSES, LabelSpace, coco_label_space
+from ..coco import LabelSpace, coco_label_space, predicts_coco
 from ..config import PostprocessConfig
 from ..model import EfficientDet
 from ..postprocess import Detections, postprocess
@@ -28,7 +28,7 @@ def label_space(num_classes: int, stored: LabelSpace | None = None, label_ids: S
     if label_ids is None and class_names is None:
         if stored is not None:
             label_ids, class_names = stored.ids, stored.names
-        elif num_classes == COCO_NUM_CLASSES:
+        elif predicts_coco(num_classes):
             return coco_label_space()
     ids = list(label_ids) if label_ids is not None else list(range(num_classes))
     names = list(class_names) if class_names is not None else [str(i) for i in ids]
@@ -79,7 +79,7 @@ class Detector:
         self.graph_nms = backend.graph_nms is not None
         self.postprocess_config = backend.graph_nms or postprocess_config or self.config.postprocess
         cfg = self.config
-        self.anchors = generate_anchors(cfg.image_size, cfg.min_level, cfg.max_level, cfg.anchors).to(self.device)
+        self.anchors = generate_anchors(cfg).to(self.device)
         self.label_ids, self.class_names = label_space(cfg.num_classes, backend.labels, label_ids, class_names)
         self._ids = torch.tensor(self.label_ids, dtype=torch.int64)
 

@@ -70,7 +70,7 @@ def _require_training_boxes(split: DatasetSplit, spec: DatasetSpec) -> None:
     raise DatasetError(f"{spec.source}: the train split has nothing to train on: {why}")
 
 
-def frozen_batch_norms(model: nn.Module, cfg: TrainConfig) -> list[nn.Module]:
+def frozen_batch_norms(model: EfficientDet, cfg: TrainConfig) -> list[nn.Module]:
     """The BN layers ``freeze_bn`` keeps in inference mode: those whose statistics were loaded,
     i.e. all of them from ``weights``, the backbone's from backbone weights, none from scratch.
 
@@ -79,8 +79,8 @@ def frozen_batch_norms(model: nn.Module, cfg: TrainConfig) -> list[nn.Module]:
     """
     if not (cfg.weights or cfg.backbone_weights):
         return []
-    return [m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            and (cfg.weights or name.startswith("backbone."))]
+    loaded = model if cfg.weights else model.backbone
+    return [m for m in loaded.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def check_batch_norm_batch(model: EfficientDet, frozen_bn: list[nn.Module], cfg: TrainConfig, world: int) -> None:
@@ -101,8 +101,7 @@ def train_loader(cfg: TrainConfig, split: DatasetSplit, mcfg: ModelConfig, rank:
                  validate: bool = True, pin_memory: bool = False) -> DataLoader:
     """This rank's training batches, a function of (seed, epoch, image) only: reproducible, and
     resumable mid-epoch through ``loader.sampler.set_epoch(epoch, start_batch)``."""
-    transform = TrainTransform(mcfg.image_size, mcfg.preprocess.mean, mcfg.preprocess.std, cfg.scale_range,
-                               cfg.hflip, cfg.photometric)
+    transform = TrainTransform(mcfg.image_size, mcfg.preprocess, cfg.scale_range, cfg.hflip, cfg.photometric)
     dataset = SeededDataset(DetectionDataset(split.samples, transform, validate=validate, mosaic=cfg.mosaic),
                             seed=cfg.seed)
     sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)

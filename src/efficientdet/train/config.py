@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import get_config, list_models
+from ..config import get_config, list_models, min_input_size
 from ..data.formats import DEFAULT_MAX_BOXES
 from ..loss import LossConfig
 
@@ -18,7 +18,7 @@ class TrainConfig:
     out: str = "runs/train"
     epochs: int = 12
     batch_size: int = 8  # per process
-    image_size: int | None = None  # default: the model's
+    image_size: tuple[int, int] | None = None  # (height, width), an int meaning square; default: the model's
     weights: str | None = None  # start from these (any create_model format); class head re-initialised if needed
     backbone_weights: str | None = "imagenet"  # "imagenet" (packaged Lite0-2), a file, or None (scratch)
     freeze_backbone: bool = False
@@ -68,10 +68,22 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"TrainConfig.max_steps must be >= 1 or None, got {self.max_steps}")
-        if self.image_size is not None and self.model in list_models():
-            low = 2 ** (get_config(self.model).max_level - 1) + 1  # config.validate's rule
-            if self.image_size < low:
-                raise ValueError(f"TrainConfig.image_size must be >= {low} for {self.model} (or None: the "
-                                 f"model's own), got {self.image_size}")
+        if self.image_size is not None:
+            self._resolve_image_size()
         if self.resume and self.exist_ok:
             raise ValueError("TrainConfig.resume continues the run in out, exist_ok replaces it: give one of them")
+
+    def _resolve_image_size(self) -> None:
+        """``image_size`` as (height, width), each side at least the model's minimum; an error
+        repeats the value as given."""
+        size = self.image_size
+        if isinstance(size, int):
+            size = (size, size)
+        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(side, int) for side in size)):
+            raise ValueError(f"TrainConfig.image_size must be an int or (height, width), got {self.image_size}")
+        if self.model in list_models():
+            low = min_input_size(get_config(self.model))
+            if min(size) < low:
+                raise ValueError(f"TrainConfig.image_size must be >= {low} for {self.model} (or None: the "
+                                 f"model's own), got {self.image_size}")
+        object.__setattr__(self, "image_size", tuple(size))  # frozen: set once, here

@@ -5,7 +5,6 @@ Rank 0 alone logs and writes: on the other ranks every method here does nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..config import ModelConfig
+from ..config import ModelConfig, config_to_dict
 from ..data import DatasetSplit
 from ..weights import save_safetensors
 from .config import TrainConfig
@@ -70,7 +69,7 @@ class RunFolder:
             return
         self.weights.mkdir(parents=True, exist_ok=True)
         (self.out / "config.json").write_text(json.dumps(
-            {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(mcfg), "names": split.names,
+            {"train": config_to_dict(cfg), "model": config_to_dict(mcfg), "names": split.names,
              "label_ids": split.label_ids, "world_size": world}, indent=2, default=str))
         self._board = _tensorboard(self.out)
 

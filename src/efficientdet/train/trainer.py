@@ -31,6 +31,7 @@ from torch import nn
 
 from .. import create_model
 from ..anchors import generate_anchors
+from ..coco import COCO_NUM_CLASSES
 from ..config import evaluation_postprocess
 from ..evaluate import evaluate
 from ..inference import Detector
@@ -63,7 +64,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     mcfg = model.config
     loaders = build_loaders(cfg, mcfg, splits, rank, world, device)
     opt = build_optimisation(cfg, model, world, device, loaders.steps_per_epoch)
-    anchors = generate_anchors(mcfg.image_size, mcfg.min_level, mcfg.max_level, mcfg.anchors).to(device)
+    anchors = generate_anchors(mcfg).to(device)
     loss_fn = efficientdet_loss(anchors, cfg.loss, opt.amp_dtype)
     state = TrainState(model, opt.ema, opt.optimizer, opt.scaler)
     if cfg.resume:
@@ -107,11 +108,9 @@ def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
     """Start weights: a full checkpoint (class head re-initialised when the class count differs),
     else ImageNet backbone weights, else the fresh initialisation."""
     if cfg.weights:
-        src_classes = model.config.num_classes
+        src_classes = COCO_NUM_CLASSES  # official checkpoints and effdet's COCO models
         if str(cfg.weights).endswith(".safetensors"):
-            src_classes = int(read_metadata(cfg.weights).get("num_classes", src_classes))
-        elif src_classes != 90:
-            src_classes = 90  # official checkpoints and effdet's COCO models have 90 outputs
+            src_classes = int(read_metadata(cfg.weights).get("num_classes", model.config.num_classes))
         source = create_model(model.config.name, num_classes=src_classes, image_size=model.config.image_size)
         new_head = ("class_net.predict.",) if src_classes != model.config.num_classes else ()
         state = remap_state(read_weights(source, cfg.weights), model.state_dict(), str(cfg.weights), ignore=new_head)

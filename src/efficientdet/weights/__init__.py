@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..coco import LabelSpace
+from ..config import config_to_dict
 from ..model import EfficientDet
 from .errors import WeightsError
 from .remap import remap_state
@@ -174,7 +174,7 @@ def save_safetensors(model: EfficientDet, path: str | os.PathLike, source: str =
              if not k.endswith("num_batches_tracked")}
     cfg = model.config
     meta = {"format": FORMAT, "variant": cfg.name, "num_classes": str(cfg.num_classes), "source": source,
-            "config": json.dumps(dataclasses.asdict(cfg)), **label_metadata(stored_labels(model)), **(extra or {})}
+            "config": json.dumps(config_to_dict(cfg)), **label_metadata(stored_labels(model)), **(extra or {})}
 
     def write(tmp: Path) -> None:
         save_file(state, str(tmp), metadata=meta)

@@ -1,0 +1,126 @@
+"""The options several subcommands share, declared and read here once, so that every command
+speaks one dialect: ``--device``, ``--half`` / ``--bf16``, ``--threads``, ``--image-size`` (``N``
+or ``HxW`` everywhere) and the NMS options, whose ``--nms`` takes the config's own words
+(:class:`~efficientdet.config.PostprocessConfig`: ``gaussian`` or ``hard``).
+
+Values are checked when a command starts, before any file is read; an error names the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import PostprocessConfig, get_config, min_input_size
+
+NMS_METHODS = ("gaussian", "hard")
+NMS_OPTIONS = ("score_threshold", "iou_threshold", "max_detections")
+NMS_HELP = {
+    "score_threshold": (float, "minimum score kept by NMS (default: the model's, 0.001)"),
+    "iou_threshold": (float, "NMS IoU threshold (default: the model's, 0.5)"),
+    "max_detections": (int, "detections per image (default: the model's, 100)"),
+}
+
+
+def subcommand(sub: argparse._SubParsersAction, name: str, summary: str, doc: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows ``doc`` (its module docstring) as written."""
+    return sub.add_parser(name, help=summary, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_model(parser: argparse.ArgumentParser, required: bool = False, default: str | None = None,
+              note: str = "") -> None:
+    """``--model``: a name of :func:`~efficientdet.list_models`; ``note`` ends its help line."""
+    what = f" (default {default})" if default else note
+    parser.add_argument("--model", required=required, default=default, help=f"variant, e.g. efficientdet-d0{what}")
+
+
+def add_weights(parser: argparse.ArgumentParser, required: bool = False, note: str = "") -> None:
+    """``--weights``: any file ``create_model`` reads; ``note`` ends its help line."""
+    parser.add_argument("--weights", required=required,
+                        help=f"official checkpoint dir, .safetensors or effdet .pth{note}")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda when available)")
+
+
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    dtype = parser.add_mutually_exclusive_group()
+    dtype.add_argument("--half", action="store_true", help="float16 network (CUDA)")
+    dtype.add_argument("--bf16", action="store_true", help="bfloat16 network (CPU with AVX-512 BF16 / AMX, CUDA)")
+
+
+def precision(args: argparse.Namespace) -> str:
+    return "float16" if args.half else "bfloat16" if args.bf16 else "float32"
+
+
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="torch / ONNX Runtime intra-op threads (default: torch's)")
+
+
+def add_image_size(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    what = f"default {default}" if default else "default: the model's"
+    parser.add_argument("--image-size", default=default, metavar="N|HxW",
+                        help=f"network input: N (square) or height x width, e.g. 640x384 ({what})")
+
+
+def parse_image_size(text: str) -> int | tuple[int, int]:
+    """``512`` → 512 (square, as the configs read an int); ``640x384`` → (640, 384) as (height,
+    width). Only the form is checked: how small a side may be is the model's to say."""
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--image-size must be N or HxW, got {text!r}") from None
+    if len(size) not in (1, 2):
+        raise ValueError(f"--image-size must be N or HxW, got {text!r}")
+    return size[0] if len(size) == 1 else size  # type: ignore[return-value]
+
+
+def resolve_image_size(args: argparse.Namespace, model: str | None = None) -> tuple[int, int] | None:
+    """``--image-size`` as (height, width), None when not given; a side below ``model``'s
+    :func:`~efficientdet.config.min_input_size` (1 without a model) is refused."""
+    if args.image_size is None:
+        return None
+    size = parse_image_size(args.image_size)
+    size = (size, size) if isinstance(size, int) else size
+    low = min_input_size(get_config(model)) if model else 1
+    if min(size) < low:
+        sides = f"sides of at least {low} pixels for {model}" if model else "positive sides"
+        raise ValueError(f"--image-size must be N or HxW with {sides}, got {args.image_size!r}")
+    return size
+
+
+def nms_method(text: str) -> str:
+    """``--nms``: the config's words; ``soft``, the spelling predict and benchmark had, is gaussian."""
+    return "gaussian" if text == "soft" else text
+
+
+def add_nms(parser: argparse.ArgumentParser, method: bool = True, when: str = "") -> None:
+    """``--nms`` (unless ``method`` is False) and the NMS thresholds; ``when`` starts each help line."""
+    if method:
+        parser.add_argument("--nms", type=nms_method, choices=NMS_METHODS,
+                            help="gaussian (soft-NMS, the official default; 'soft' is read as it) or hard "
+                                 "(default: the model's)")
+    for field in NMS_OPTIONS:
+        kind, text = NMS_HELP[field]
+        parser.add_argument("--" + field.replace("_", "-"), type=kind, help=when + text)
+
+
+def nms_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The NMS values the user gave (``PostprocessConfig`` field → value), checked here, before any
+    work, by ``PostprocessConfig`` itself; the error names the option (``--score-threshold``)."""
+    changes = {f: getattr(args, f) for f in NMS_OPTIONS if getattr(args, f, None) is not None}
+    try:
+        PostprocessConfig(**changes)
+    except ValueError as e:
+        field, _, rest = str(e).partition(" ")
+        raise ValueError(f"--{field.replace('_', '-')} {rest}") from None
+    return changes
+
+
+def postprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The NMS settings the user gave, ``--nms`` as ``method``; unset ones keep the model's."""
+    changes = nms_overrides(args)
+    if args.nms is not None:
+        changes["method"] = args.nms
+    return changes
