@@ -20,24 +20,33 @@ from .devices import resolve_device
 
 T = TypeVar("T")
 
-# How long a rank waits for the others in any collective. Evaluation and prediction gather once,
-# at the end, so the slowest shard must finish within it; EFFICIENTDET_DIST_TIMEOUT (seconds)
-# raises it for shards of very uneven cost (long videos).
-TIMEOUT = timedelta(seconds=float(os.environ.get("EFFICIENTDET_DIST_TIMEOUT", 1800)))
-
 
 def init_distributed(device: str | None = None) -> tuple[int, int, torch.device]:
     """(rank, world size, device): one process on ``device``, or this rank's under ``torchrun``
     (``RANK`` set): the GPU of its local rank with NCCL, else the CPU with gloo."""
     if "RANK" not in os.environ:
         return 0, 1, resolve_device(device)
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and device != "cpu"
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", timeout=TIMEOUT)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=_timeout())
     return dist.get_rank(), dist.get_world_size(), torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+
+
+def _timeout() -> timedelta:
+    """How long a rank waits for the others in any collective: 30 minutes, or
+    ``EFFICIENTDET_DIST_TIMEOUT`` seconds. Evaluation and prediction gather once, at the end, so
+    the slowest shard must finish within it; shards of very uneven cost (long videos) need more."""
+    text = os.environ.get("EFFICIENTDET_DIST_TIMEOUT", "1800")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise ValueError(f"EFFICIENTDET_DIST_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return timedelta(seconds=seconds)
 
 
 def rank_and_world() -> tuple[int, int]:
