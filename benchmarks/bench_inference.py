@@ -10,7 +10,7 @@ machine: CPU, vector extensions and measured fp32 matmul GFLOP/s.
 
 * effdet: ``DetBenchPredict(tf_efficientdet_*)`` — its network plus its postprocessing (top-5000
   candidates, hard batched NMS, 100 detections), in eager PyTorch.
-* ours: network + decoding + NMS through :class:`efficientdet.inference.Predictor`: ``eager``
+* ours: network + decoding + NMS through :class:`efficientdet.inference.Detector`: ``eager``
   (BN folded, channels-last), ``onnxruntime`` (exported, BN folded), ``compile`` with ``--compile``
   (slow to build). Hard NMS like effdet's unless ``--nms soft``, exactly as ``postprocess``
   computes it (all anchors, no top-k cut).

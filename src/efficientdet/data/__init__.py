@@ -15,15 +15,8 @@ from .formats import (
 )
 from .loader import Batch, DetectionDataset, build_loader, collate
 from .sample import DatasetError, DatasetSplit, ImageError, ParseReport, Sample
-from .transforms import (
-    DEFAULT_MAX_PIXELS,
-    EvalTransform,
-    TrainTransform,
-    Transformed,
-    check_images,
-    image_size,
-    read_image,
-)
+from .images import DEFAULT_MAX_PIXELS, check_images, image_size, read_image
+from .transforms import EvalTransform, TrainTransform, Transformed
 
 __all__ = [
     "Batch", "DEFAULT_MAX_PIXELS", "DatasetError", "DatasetSpec", "DatasetSplit", "DetectionDataset",

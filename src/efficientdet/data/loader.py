@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .sample import ImageError, Sample
-from .transforms import DEFAULT_MAX_PIXELS, Transformed, check_images, mosaic, read_image, size_mismatch
+from .images import DEFAULT_MAX_PIXELS, check_images, read_image, size_mismatch
+from .transforms import Transformed, mosaic
 
 
 class DetectionDataset(Dataset):

@@ -24,9 +24,6 @@ from torchvision.transforms.v2 import functional as TF
 from ..config import PreprocessConfig
 from ..preprocess import preprocess, resize_scale
 
-# Until data/loader.py, data/formats.py and data/__init__.py import them from .images, where they moved.
-from .images import DEFAULT_MAX_PIXELS, check_images, image_size, read_image, size_mismatch  # noqa: F401
-
 
 class Transformed(NamedTuple):
     image: torch.Tensor  # [3, H, W] float32, normalised, padded with zeros bottom/right

@@ -135,7 +135,7 @@ class OfficialTensors(Mapping):
 
     def _model_names(self) -> list[str]:
         """Every model variable of the checkpoint once: EMA copies and a stack's later scalars folded."""
-        bases = dict.fromkeys(n[: -len(EMA_SUFFIX)] if n.endswith(EMA_SUFFIX) else n for n in self._tensors)
+        bases = dict.fromkeys(n.removesuffix(EMA_SUFFIX) for n in self._tensors)
         stacked = {part for n, layout in self._layouts.items() if layout == STACK and n in self
                    for part in self._parts(n)[1:]}
         return [n for n in bases if n in self and n not in stacked and n not in _IGNORED

@@ -20,7 +20,7 @@ from typing import Any
 from defusedxml import DefusedXmlException, ElementTree
 
 from ..sample import DatasetError, DatasetSplit, ParseReport, Sample
-from ..transforms import image_size
+from ..images import image_size
 from . import common
 
 VOC_CLASSES = (

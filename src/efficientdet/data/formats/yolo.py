@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..sample import DatasetError, DatasetSplit, ParseReport
-from ..transforms import DEFAULT_MAX_PIXELS, check_images
+from ..images import DEFAULT_MAX_PIXELS, check_images
 from .common import DEFAULT_MAX_BOXES, Object, build_sample, check_box_count, show
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")

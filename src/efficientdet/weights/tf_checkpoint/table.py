@@ -9,6 +9,7 @@ and a masked CRC32C, checked here before anything in the block is used.
 from __future__ import annotations
 
 import struct
+from itertools import pairwise
 
 import google_crc32c
 
@@ -102,7 +103,7 @@ def parse_table(table: bytes) -> list[tuple[bytes, bytes]]:
     items = []
     for handle in data_block_handles(table):
         items.extend(_block_entries(_read_block(table, handle)))
-    for (previous, _), (key, _) in zip(items, items[1:]):
+    for (previous, _), (key, _) in pairwise(items):
         if key <= previous:
             raise FormatError(f"table keys out of order or duplicated at {key!r}")
     return items
