@@ -1,7 +1,8 @@
 """Evaluation: a model's COCO results on a dataset split, the split as COCO ground truth, and the
 COCO box metrics through ``faster-coco-eval`` (the same numbers as pycocotools, much faster).
 
-The training loop and ``efficientdet eval`` both score through :func:`evaluate`. Everything meets
+The training loop and ``efficientdet eval`` both score through :func:`evaluate`, in one process or
+under ``torchrun``: each rank predicts its shard of the split, rank 0 scores them all. Everything meets
 in COCO dicts: the ground truth (``images``, ``annotations``, ``categories``) and a results list
 (``image_id``, ``category_id``, ``bbox`` as [x, y, w, h], ``score``), the format every COCO tool
 reads and writes.
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from .config import ModelConfig
 from .data import DatasetSplit, DetectionDataset, EvalTransform, build_loader
 from .data import image_size as image_file_size
+from .distributed import broadcast_from_main, gather_sorted, shard
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -93,10 +95,13 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return f"{head}\n{vals}"
 
 
-def eval_loader(split: DatasetSplit, mcfg: ModelConfig, batch_size: int = 8, workers: int = 0) -> DataLoader:
-    """Every image of ``split`` once, in order, as ``mcfg``'s model sees it at evaluation."""
+def eval_loader(split: DatasetSplit, mcfg: ModelConfig, batch_size: int = 8, workers: int = 0, rank: int = 0,
+                world: int = 1) -> DataLoader:
+    """Rank ``rank``'s shard of ``split`` (every image once, in order, with one process), as
+    ``mcfg``'s model sees it at evaluation."""
     transform = EvalTransform(mcfg.image_size, mcfg.preprocess)
-    return build_loader(DetectionDataset(split.samples, transform, validate=True), batch_size, workers=workers)
+    dataset = DetectionDataset(shard(split.samples, rank, world), transform, validate=True)
+    return build_loader(dataset, batch_size, workers=workers)
 
 
 @torch.inference_mode()
@@ -134,8 +139,15 @@ def coco_ground_truth(split: DatasetSplit) -> dict:
     return {"images": images, "annotations": annotations, "categories": categories}
 
 
-def evaluate(detector: Any, batches: Iterable, split: DatasetSplit) -> tuple[dict[str, float], list[dict]]:
+def evaluate(detector: Any, batches: Iterable, split: DatasetSplit) -> tuple[dict[str, float], list[dict] | None]:
     """COCO metrics of ``detector`` (:func:`predict_split`) on ``split``, and its results; the
-    detector's label ids must be the split's category ids."""
-    results = predict_split(detector, batches)
-    return coco_metrics(coco_ground_truth(split), results), results
+    detector's label ids must be the split's category ids.
+
+    Under ``torchrun``, ``batches`` is this rank's shard (:func:`eval_loader` with its rank and
+    world): rank 0 gathers the results in the split's order, so that its metrics are those of one
+    process, and sends them to every rank; the results stay on rank 0 (None elsewhere).
+    """
+    position = {sample.image_id: i for i, sample in enumerate(split.samples)}
+    results = gather_sorted(predict_split(detector, batches), key=lambda r: position[r["image_id"]])
+    metrics = coco_metrics(coco_ground_truth(split), results) if results is not None else None
+    return broadcast_from_main(metrics), results

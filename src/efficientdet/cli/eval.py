@@ -11,44 +11,55 @@ from .options import (add_device, add_image_size, add_model, add_nms, add_weight
 
 
 def run(args: argparse.Namespace) -> int:
+    """Under ``torchrun`` each rank predicts its shard of the split; rank 0 alone prints and writes."""
     from ..data import load_dataset_yaml, load_split
-    from ..devices import resolve_device
-    from ..evaluate import coco_ground_truth, coco_metrics, eval_loader, evaluate, format_metrics, load_results
+    from ..distributed import init_distributed
+    from ..evaluate import coco_ground_truth, coco_metrics, format_metrics, load_results
 
     # Options first: a bad one fails before the dataset is read.
     nms = postprocess_overrides(args)
     image_size = resolve_image_size(args, args.model)
     overrides = {"image_size": image_size} if image_size else {}
-    device = resolve_device(args.device) if args.predictions is None else None
+    rank, world, device = init_distributed(args.device if args.predictions is None else "cpu")
     split = load_split(load_dataset_yaml(args.data), args.split)
-    print(f"{args.split}: {split.report.summary()}")
-    gt = coco_ground_truth(split)
+    if rank == 0:
+        print(f"{args.split}: {split.report.summary()}")
     if args.predictions:
+        if rank != 0:
+            return 0
+        gt = coco_ground_truth(split)
         results = load_results(args.predictions, [i["id"] for i in gt["images"]], split.label_ids)
         if "score_threshold" in nms:  # as NMS keeps them: above the threshold
             results = [r for r in results if r["score"] > nms["score_threshold"]]
         metrics = coco_metrics(gt, results)
     else:
-        if not args.model or not args.weights:
-            raise ValueError("give --model and --weights, or --predictions RESULTS.json")
-        from .. import create_model
-        from ..config import evaluation_postprocess, override
-        from ..inference import Detector
-        from ..inference.backends import model_backend
-
-        model = create_model(args.model, weights=args.weights, **overrides)
-        label_ids = model_label_ids(model, split, args) or split.label_ids
-        cfg = override(model.config, **nms)
-        post = cfg.postprocess if args.nms_scope == "global" else evaluation_postprocess(cfg.postprocess)
-        detector = Detector(model_backend(model, device), post, label_ids=label_ids)
-        loader = eval_loader(split, cfg, args.batch_size, args.workers)
-        metrics, results = evaluate(detector, loader, split)
+        metrics, results = _evaluate_model(args, split, nms, overrides, device, rank, world)
+        if rank != 0:
+            return 0
         if args.save_predictions:
             Path(args.save_predictions).write_text(json.dumps(results))
     print(format_metrics(metrics))
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2))
     return 0
+
+
+def _evaluate_model(args: argparse.Namespace, split, nms: dict, overrides: dict, device, rank: int, world: int):
+    """(metrics, results) of ``--model``/``--weights`` on this rank's shard of ``split`` (see evaluate)."""
+    from .. import create_model
+    from ..config import evaluation_postprocess, override
+    from ..evaluate import eval_loader, evaluate
+    from ..inference import Detector
+    from ..inference.backends import model_backend
+
+    if not args.model or not args.weights:
+        raise ValueError("give --model and --weights, or --predictions RESULTS.json")
+    model = create_model(args.model, weights=args.weights, **overrides)
+    label_ids = model_label_ids(model, split, args) or split.label_ids
+    cfg = override(model.config, **nms)
+    post = cfg.postprocess if args.nms_scope == "global" else evaluation_postprocess(cfg.postprocess)
+    detector = Detector(model_backend(model, device), post, label_ids=label_ids)
+    return evaluate(detector, eval_loader(split, cfg, args.batch_size, args.workers, rank, world), split)
 
 
 def model_label_ids(model, split, args: argparse.Namespace) -> list[int] | None:

@@ -68,43 +68,77 @@ def _onnx_detector(args: argparse.Namespace, device, changes: dict[str, object],
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..devices import resolve_device
-    from ..inference.sources import Failure, scan_inputs
-    from ..inference.stream import predict_sources
-    from ..inference.writer import OutputWriter, check_out_dir, numeric_names
+    """Under ``torchrun`` each rank predicts its shard of the inputs and writes their annotated
+    copies; rank 0 alone prints, and writes the JSON summaries of all ranks, as one process would."""
+    from ..distributed import init_distributed, shard
+    from ..inference.sources import scan_inputs
+    from ..inference.writer import OutputWriter, check_out_dir, numeric_names, write_summaries
 
     # Options first: a bad one fails before any file is read or written.
     if args.model is not None:
         get_config(args.model)
     changes = postprocess_overrides(args)
     image_size = resolve_image_size(args, args.model)
-    device = resolve_device(args.device)
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError("--batch-size must be >= 1 and --workers >= 0")
     max_pixels = pixel_budget(args.max_megapixels)
     max_frames = frame_budget(args.max_video_frames)
+    rank, world, device = init_distributed(args.device)
     sources, left_out = scan_inputs(args.inputs)
     check_out_dir(args.out, sources)
     detector = build_detector(args, device, changes, image_size)
-    failures, images, frames = [], 0, 0
-    writer = OutputWriter(args.out, draw=not args.no_draw, draw_threshold=args.draw_threshold,
-                          save_json=args.save_json, save_txt=args.save_txt, numeric_ids=numeric_names(sources))
-    with writer:
-        for item in predict_sources(detector, sources, args.batch_size, args.workers, keep_images=not args.no_draw,
-                                    max_pixels=max_pixels, progress=not args.quiet, max_video_frames=max_frames):
-            if isinstance(item, Failure):
-                failures.append(item)
-                tqdm.write(f"efficientdet predict: skipped {item.error}", file=sys.stderr)
-                continue
-            writer.write(item)
-            frames += item.frame is not None
-            images += item.frame is None
-    print(f"{images} images and {frames} video frames → {args.out} "
-          f"({len(writer.results)} detections in detections.json); {len(failures)} files skipped, "
+    with OutputWriter(args.out, draw=not args.no_draw, draw_threshold=args.draw_threshold,
+                      save_json=args.save_json, save_txt=args.save_txt) as writer:
+        failures = _predict(args, detector, shard(sources, rank, world), writer, max_pixels, max_frames,
+                            main=rank == 0, report=world == 1)
+    records, failures = _gather(writer.records, failures, sources)
+    if rank != 0:
+        return 1 if failures and args.strict else 0
+    if world > 1:
+        for failure in failures:
+            _report(failure)
+    detections = write_summaries(args.out, records, numeric_names(sources))
+    frames = sum(r.frame is not None for r in records)
+    print(f"{len(records) - frames} images and {frames} video frames → {args.out} "
+          f"({detections} detections in detections.json); {len(failures)} files skipped, "
           f"{len(left_out)} other files in the folders not read (not image or video suffixes)")
     return 1 if failures and args.strict else 0
+
+
+def _predict(args: argparse.Namespace, detector, sources: list, writer, max_pixels: int, max_frames: int,
+             main: bool, report: bool) -> list:
+    """Predictions of ``sources`` through ``writer``; returns the failures, each reported at once
+    when ``report`` (one process; under ``torchrun`` rank 0 reports them all at the end)."""
+    from ..inference.sources import Failure
+    from ..inference.stream import predict_sources
+
+    failures = []
+    for item in predict_sources(detector, sources, args.batch_size, args.workers, keep_images=not args.no_draw,
+                                max_pixels=max_pixels, progress=main and not args.quiet, max_video_frames=max_frames):
+        if isinstance(item, Failure):
+            failures.append(item)
+            if report:
+                _report(item)
+        else:
+            writer.write(item)
+    return failures
+
+
+def _gather(records: list, failures: list, sources: list) -> tuple[list | None, list]:
+    """Every rank's records (on rank 0) and failures (on all ranks, for the exit status) in the
+    order one process meets them: the images, then each video's frames, in the order of ``sources``."""
+    from ..distributed import all_gather_sorted, gather_sorted
+
+    position = {source.name: i for i, source in enumerate(sources)}
+    records = gather_sorted(records, key=lambda r: (r.frame is not None, position[r.name], r.frame or 0))
+    failures = all_gather_sorted(failures, key=lambda f: (f.source.is_video, position[f.source.name]))
+    return records, failures
+
+
+def _report(failure) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"efficientdet predict: skipped {failure.error}", file=sys.stderr)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

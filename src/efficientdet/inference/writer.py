@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -65,27 +66,35 @@ def _detections_json(pred: Prediction) -> list[dict[str, Any]]:
                                                pred.names)]
 
 
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One image or video frame as ``detections.json`` and ``images.json`` list it, before it has an
+    id: ids are given in the order of all records, which under ``torchrun`` only rank 0 holds."""
+
+    name: str  # the source's output name
+    frame: int | None
+    width: int
+    height: int
+    results: list[dict[str, Any]]  # COCO results without their image_id
+
+
 class OutputWriter:
-    """Writes predictions under ``out_dir`` as they arrive; :meth:`close` writes the JSON summaries.
+    """Writes predictions under ``out_dir`` as they arrive, and keeps a :class:`Record` of each for
+    :func:`write_summaries`:
 
     * ``<name>`` — the image with its detections drawn (``<stem>.mp4`` for a video), unless ``draw`` is off;
       ``<name>`` keeps a file's path below the input folder it was found in (``sub/a.jpg``);
-    * ``detections.json`` — COCO results (``image_id``, ``category_id``, ``bbox`` xywh, ``score``), and
-      ``images.json`` — the COCO ``images`` entries naming each ``image_id``'s file (and frame): the id is
-      the file name's number when every image name is one (COCO's own files), else a running index;
     * ``labels/<name>.json`` / ``labels/<name>.txt`` on request (``category_id score x1 y1 x2 y2`` per
       line, the frame index first for a video).
     """
 
     def __init__(self, out_dir: str | os.PathLike, draw: bool = True, draw_threshold: float = 0.4,
-                 save_json: bool = False, save_txt: bool = False, numeric_ids: bool = False):
+                 save_json: bool = False, save_txt: bool = False):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.draw, self.draw_threshold = draw, draw_threshold
         self.save_json, self.save_txt = save_json, save_txt
-        self.numeric_ids = numeric_ids
-        self.results: list[dict[str, Any]] = []
-        self.images: list[dict[str, Any]] = []
+        self.records: list[Record] = []
         self._video: tuple[Source, VideoWriter | None, list[dict[str, Any]], list[str]] | None = None
         if save_json or save_txt:
             (self.out_dir / "labels").mkdir(exist_ok=True)
@@ -97,15 +106,11 @@ class OutputWriter:
         self.close()
 
     def write(self, pred: Prediction) -> None:
-        image_id = int(Path(pred.source.name).stem) if self.numeric_ids and pred.frame is None else len(self.images)
-        entry = {"id": image_id, "file_name": pred.source.name, "width": pred.width, "height": pred.height}
-        if pred.frame is not None:
-            entry["frame"] = pred.frame
-        self.images.append(entry)
-        for box, score, label in zip(pred.boxes.tolist(), pred.scores.tolist(), pred.labels.tolist()):
-            x1, y1, x2, y2 = box
-            self.results.append({"image_id": image_id, "category_id": label, "score": round(score, 5),
-                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]})
+        results = [{"category_id": label, "score": round(score, 5),
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]}
+                   for (x1, y1, x2, y2), score, label in zip(pred.boxes.tolist(), pred.scores.tolist(),
+                                                             pred.labels.tolist())]
+        self.records.append(Record(pred.source.name, pred.frame, pred.width, pred.height, results))
         if pred.frame is None:
             self._finish_video()
             self._write_image(pred)
@@ -169,8 +174,22 @@ class OutputWriter:
 
     def close(self) -> None:
         self._finish_video()
-        (self.out_dir / "detections.json").write_text(json.dumps(self.results))
-        (self.out_dir / "images.json").write_text(json.dumps(self.images, indent=1))
+
+
+def write_summaries(out_dir: str | os.PathLike, records: Sequence[Record], numeric_ids: bool = False) -> int:
+    """``detections.json`` — COCO results (``image_id``, ``category_id``, ``bbox`` xywh, ``score``) — and
+    ``images.json`` — the COCO ``images`` entries naming each ``image_id``'s file (and frame) — of
+    ``records`` in their order; returns the number of detections. The id is the file name's number
+    when every image name is one (``numeric_ids``: COCO's own files), else the record's index."""
+    results, images = [], []
+    for index, record in enumerate(records):
+        image_id = int(Path(record.name).stem) if numeric_ids and record.frame is None else index
+        entry = {"id": image_id, "file_name": record.name, "width": record.width, "height": record.height}
+        images.append(entry if record.frame is None else {**entry, "frame": record.frame})
+        results += [{"image_id": image_id, **r} for r in record.results]
+    Path(out_dir, "detections.json").write_text(json.dumps(results))
+    Path(out_dir, "images.json").write_text(json.dumps(images, indent=1))
+    return len(results)
 
 
 def _txt_line(pred: Prediction, i: int) -> str:

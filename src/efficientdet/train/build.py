@@ -1,42 +1,25 @@
-"""The pieces a run is built from, one function each: processes and device, dataset splits,
-loaders, and the optimisation state a step needs."""
+"""The pieces a run is built from, one function each: dataset splits, loaders, and the
+optimisation state a step needs."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import ModelConfig, feature_sizes
 from ..data import (DatasetError, DatasetSpec, DatasetSplit, DetectionDataset, TrainTransform, build_loader,
                     load_dataset_yaml, load_split)
-from ..devices import resolve_device
 from ..evaluate import eval_loader
 from ..model import EfficientDet
 from .config import TrainConfig
 from .ema import ModelEMA
 from .optim import build_optimizer, cosine_lr, scaled_lr
 from .sampling import EpochSampler, SeededDataset
-
-
-def setup_distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
-    """(rank, world size, device): one process on ``cfg.device``, or this rank's under ``torchrun``."""
-    if "RANK" not in os.environ:
-        return 0, 1, resolve_device(cfg.device)
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    cuda = torch.cuda.is_available() and cfg.device != "cpu"
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
-    return dist.get_rank(), dist.get_world_size(), device
 
 
 class Splits(NamedTuple):
@@ -112,7 +95,7 @@ def train_loader(cfg: TrainConfig, split: DatasetSplit, mcfg: ModelConfig, rank:
 @dataclass
 class Loaders:
     train: DataLoader  # its sampler is an EpochSampler
-    val: DataLoader | None  # the main process's only: it alone evaluates
+    val: DataLoader | None  # this rank's shard of the val split: every rank evaluates
 
     @property
     def sampler(self) -> EpochSampler:
@@ -125,12 +108,11 @@ class Loaders:
 
 def build_loaders(cfg: TrainConfig, mcfg: ModelConfig, splits: Splits, rank: int, world: int,
                   device: torch.device) -> Loaders:
-    """This rank's training loader; the validation loader on the main process, which alone evaluates."""
-    main = rank == 0
-    train = train_loader(cfg, splits.train, mcfg, rank, world, validate=main, pin_memory=device.type == "cuda")
+    """This rank's training loader and its shard of the validation split."""
+    train = train_loader(cfg, splits.train, mcfg, rank, world, validate=rank == 0, pin_memory=device.type == "cuda")
     val = None
-    if splits.val is not None and main:
-        val = eval_loader(splits.val, mcfg, cfg.eval_batch_size, min(cfg.workers, 2))
+    if splits.val is not None:
+        val = eval_loader(splits.val, mcfg, cfg.eval_batch_size, min(cfg.workers, 2), rank, world)
     return Loaders(train, val)
 
 

@@ -14,7 +14,8 @@ A RUN that is not empty is refused, unless ``resume`` continues its run or ``exi
 it (the previous run's files above are removed first): two runs never mix in one folder.
 
 Distributed: launched by ``torchrun`` (``RANK``/``WORLD_SIZE`` set), one process per device, DDP
-with per-rank shards; rank 0 alone logs, evaluates and writes files.
+with per-rank shards; every rank validates its shard of the val split with rank 0's EMA weights,
+rank 0 alone scores, logs and writes files.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .. import create_model
 from ..anchors import generate_anchors
 from ..coco import COCO_NUM_CLASSES
 from ..config import evaluation_postprocess
+from ..distributed import broadcast_state, init_distributed
 from ..evaluate import evaluate
 from ..inference import Detector
 from ..inference.backends import model_backend
@@ -41,7 +43,7 @@ from ..weights import read_metadata, read_weights
 from ..weights.pretrained import load_pretrained_backbone
 from ..weights.remap import remap_state
 from .build import (Loaders, Optimisation, Splits, build_loaders, build_optimisation, check_batch_norm_batch,
-                    frozen_batch_norms, load_splits, setup_distributed)
+                    frozen_batch_norms, load_splits)
 from .config import TrainConfig
 from .engine import LossFn, NonFiniteLoss, efficientdet_loss, train_one_epoch
 from .run_folder import RunFolder
@@ -56,7 +58,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     ``on_epoch(record)`` receives each finished epoch's record (a line of metrics.jsonl) on rank 0,
     between the timed steps of two epochs.
     """
-    rank, world, device = setup_distributed(cfg)
+    rank, world, device = init_distributed(cfg.device)
     folder = RunFolder(Path(cfg.out), main=rank == 0, log=log)
     folder.prepare(cfg)  # before the dataset is read: a refusal comes at once
     splits = load_splits(cfg, folder.log)
@@ -221,13 +223,15 @@ def _train_epoch(run: _Run, signals: StopSignals) -> _Meter:
 
 def _end_epoch(run: _Run, meter: _Meter, on_epoch: Callable[[dict], None] | None) -> list[dict] | None:
     """The epoch's record (validated when due, best weights kept), logged, then a checkpoint;
-    returns the validation's COCO results, None when it did not validate."""
+    returns the validation's COCO results, None when it did not validate (and on ranks other than 0)."""
     state, opt, mcfg = run.state, run.opt, run.state.model.config
     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     record = {"epoch": state.epoch, "step": state.step, "loss": meter.loss, "lr": opt.lr_at(state.step),
               "images_per_s": meter.images_per_s}
     results = None
     if run.loaders.val is not None and (state.epoch % run.cfg.eval_every == 0 or state.epoch == run.cfg.epochs):
+        # Each rank's EMA has averaged its own BN statistics; rank 0's are those saved and scored.
+        broadcast_state(state.ema.module)
         detector = Detector(model_backend(state.ema.module, amp_dtype=opt.amp_dtype),
                             evaluation_postprocess(mcfg.postprocess), label_ids=run.splits.val.label_ids)
         metrics, results = evaluate(detector, run.loaders.val, run.splits.val)
