@@ -72,7 +72,7 @@ def soft_decay(iou: np.ndarray, sigma: float) -> np.ndarray:
     """exp(-IoU² / σ), the one expression both a step and bringing a window up to date use; floored
     at the smallest float (only a σ below 0.01 reaches it) so that -inf × decay is never NaN.
     The exp is float64's, rounded to float32: numpy's float32 exp and libm's (the compiled
-    kernel's) differ in the last bit for ~40% of inputs; float64 rounded agrees between them."""
+    kernel's) often differ in the last bit; float64's, rounded, agree between them."""
     decay = np.exp((iou * iou * np.float32(-1 / sigma)).astype(np.float64)).astype(np.float32)
     return np.maximum(decay, TINY, out=decay)
 
@@ -309,9 +309,14 @@ def nms(boxes: BoxSource, scores: torch.Tensor, classes: torch.Tensor | None, co
         finished = (state.count == config.max_detections) | (win.bound_score <= config.score_threshold)
         if (taken[~finished] < MIN_ROUND_SELECTIONS).any():
             size = min(size * WINDOW_GROWTH, state.total)
-    width = int(state.count.max()) if state.batch else 0
-    return (torch.from_numpy(state.picked[:, :width]).to(scores.device),
-            torch.from_numpy(state.picked_scores[:, :width]).to(scores.device))
+    return _selected(state.picked, state.picked_scores, state.count, scores.device)
+
+
+def _selected(picked: np.ndarray, picked_scores: np.ndarray, count: np.ndarray,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's selections ``[B, max_detections]`` → tensors as wide as the most selections."""
+    width = int(count.max()) if len(count) else 0
+    return torch.from_numpy(picked[:, :width]).to(device), torch.from_numpy(picked_scores[:, :width]).to(device)
 
 
 def _compiled(state: _State, greedy: Callable, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,5 +328,4 @@ def _compiled(state: _State, greedy: Callable, device: torch.device) -> tuple[to
         planes, state.bound, groups, config.method == "gaussian",
         np.float32(config.iou_threshold), np.float32(-1 / config.soft_nms_sigma),
         np.float32(config.score_threshold), config.max_detections)
-    width = int(count.max()) if state.batch else 0
-    return torch.from_numpy(picked[:, :width]).to(device), torch.from_numpy(picked_scores[:, :width]).to(device)
+    return _selected(picked, picked_scores, count, device)

@@ -84,13 +84,14 @@ def _decayed(planes, groups, soft, iou_threshold, decay_scale, image, box, score
         if min(planes[2, image, chosen], planes[2, image, box]) <= max(planes[0, image, chosen], planes[0, image, box]):
             continue  # apart in x: IoU 0, the common case, found before the rest of the IoU
         iou = _iou(planes, image, chosen, box)
-        if soft and iou > 0:  # (a decay of IoU 0 is exp(-0) = 1 exactly: nothing to multiply)
+        if not soft:
+            if iou > iou_threshold:
+                return np.float32(-np.inf), end
+        elif iou > 0:  # (a decay of IoU 0 is exp(-0) = 1 exactly: nothing to multiply)
             decay = np.float32(math.exp(np.float64(iou * iou * decay_scale)))
             score = score * max(decay, TINY)
             if _before(rival_score, rival_index, score, box):
                 return score, j + 1
-        elif iou > iou_threshold:
-            return np.float32(-np.inf), end
     return score, end
 
 
