@@ -1,16 +1,37 @@
-"""The zoo's local mirror (:mod:`mirror`) serves, counts and misbehaves as asked."""
+"""The zoo's test helpers (:mod:`mirror`) do what they say: the local mirror serves, counts and
+misbehaves as asked, and the release builders make the archives and files they describe."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import io
+import re
+import tarfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mirror as mirror_module
 import pytest
-from mirror import HTML_PAGE, MirrorServer
+import torch
+from mirror import (
+    CHECKPOINT_FILES,
+    HTML_PAGE,
+    TF2_GRAPH_KEY,
+    MirrorServer,
+    effdet_pth,
+    evil_archive,
+    model_archive,
+    official_archive,
+)
+
+import efficientdet
+from efficientdet.weights import WeightsError, load_weights
+from efficientdet.weights.official import official_names
+from efficientdet.weights.tf_checkpoint import TFCheckpoint
 
 DATA = bytes(range(256)) * 400  # 100 KiB, every byte value
 TIMEOUT = 5
@@ -20,6 +41,17 @@ def get(url: str) -> tuple[int, dict[str, str], bytes]:
     with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
         return response.status, dict(response.headers), response.read()
 
+
+def members(archive: bytes) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def extract(archive: bytes, dest: Path) -> Path:
+    """Extracted with the stdlib's safe ``data`` filter, which refuses what a zoo must refuse."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
 
 
 # ---------------------------------------------------------------- the server
@@ -172,3 +204,124 @@ def test_slow_mode_sends_the_whole_file_at_the_set_rate(mirror):
 def test_unknown_mode_is_refused(mirror):
     with pytest.raises(ValueError, match="mode 'flaky'"):
         mirror.behave("a", "flaky")
+
+
+# ---------------------------------------------------------------- archives
+
+
+def test_official_archive_holds_the_release_layout(official_d0_archive, official_d0, tmp_path):
+    found = members(official_d0_archive)
+    assert list(found) == ["efficientdet-d0", *(f"efficientdet-d0/{name}" for name in CHECKPOINT_FILES)]
+    assert found["efficientdet-d0"].isdir()
+    folder = extract(official_d0_archive, tmp_path) / "efficientdet-d0"
+    for name in CHECKPOINT_FILES:
+        assert (folder / name).read_bytes() == (official_d0 / name).read_bytes(), name
+    assert official_archive(official_d0) is official_d0_archive  # cached
+
+
+def test_official_archive_takes_another_top_and_extra_files(tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for name, data in mirror_module.stand_in_checkpoint().items():
+        (folder / name).write_bytes(data)
+    archive = official_archive(folder, top="efficientdet-d3", extra={"model.meta": b"graph"})
+    names = ["efficientdet-d3", *(f"efficientdet-d3/{name}" for name in (*CHECKPOINT_FILES, "model.meta"))]
+    assert list(members(archive)) == names
+    with pytest.raises(FileNotFoundError, match="no checkpoint, model.index"):
+        official_archive(tmp_path / "empty")
+
+
+def test_model_archive_is_a_release_that_loads(tmp_path):
+    archive = model_archive("efficientdet-d0")
+    folder = extract(archive, tmp_path) / "efficientdet-d0"
+    model = efficientdet.create_model("efficientdet-d0", weights=folder)
+    torch.manual_seed(0)
+    expected = efficientdet.create_model("efficientdet-d0").state_dict()
+    assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
+
+
+@pytest.mark.parametrize("kind, error", [
+    ("dotdot", tarfile.OutsideDestinationError),
+    ("symlink", tarfile.AbsoluteLinkError),
+    ("device", tarfile.SpecialFileError),
+])
+def test_unsafe_archives_hold_their_member_and_the_data_filter_refuses_them(kind, error, tmp_path):
+    archive = evil_archive(kind)
+    found = members(archive)
+    for name in CHECKPOINT_FILES:
+        assert f"efficientdet-d0/{name}" in found
+    if kind == "dotdot":
+        assert found["efficientdet-d0/../../evil"].isfile()
+    elif kind == "symlink":
+        link = found["efficientdet-d0/model.index"]
+        assert link.issym() and link.linkname == "/etc/passwd"
+    else:
+        device = found["efficientdet-d0/model.data-00000-of-00001"]
+        assert device.ischr() and (device.devmajor, device.devminor) == (1, 3)
+    with pytest.raises(error):
+        extract(archive, tmp_path / "out")
+
+
+def test_absolute_member_keeps_its_leading_slash(tmp_path):
+    target = str(tmp_path / "evil")
+    assert target.startswith("/") and target in members(evil_archive("absolute", target=target))
+    assert "/tmp/evil" in members(evil_archive("absolute"))
+
+
+def test_truncated_archive_is_half_a_good_one():
+    cut = evil_archive("truncated")
+    good = mirror_module.release_members(mirror_module.stand_in_checkpoint(), "efficientdet-d0")
+    whole = mirror_module.tar_gz(good)
+    assert cut == whole[:len(whole) // 2]
+    with pytest.raises((tarfile.ReadError, EOFError)):
+        members(cut)
+
+
+def test_tf2_archive_holds_an_object_based_checkpoint(tmp_path):
+    folder = extract(evil_archive("tf2"), tmp_path) / "efficientdet-d0"
+    ckpt = TFCheckpoint(folder)
+    keys = ckpt.keys()
+    assert keys[0] == TF2_GRAPH_KEY
+    assert all(key.endswith("/.ATTRIBUTES/VARIABLE_VALUE") for key in keys[1:])
+    graph = ckpt.read(TF2_GRAPH_KEY)
+    assert graph.shape == () and b"save_counter/.ATTRIBUTES/VARIABLE_VALUE" in graph.item()
+    with pytest.raises(WeightsError):
+        efficientdet.create_model("efficientdet-d0", weights=folder)
+
+
+def test_other_variant_archive_holds_d1_under_the_d0_folder(tmp_path):
+    archive = evil_archive("other-variant")
+    assert sorted(members(archive)) == ["efficientdet-d0", *sorted(f"efficientdet-d0/{n}" for n in CHECKPOINT_FILES)]
+    folder = extract(archive, tmp_path) / "efficientdet-d0"
+    keys = set(TFCheckpoint(folder).keys())
+    d1 = efficientdet.create_model("efficientdet-d1")
+    names, stacks = set(), set()
+    for tf, layout in official_names(d1).values():
+        (stacks if layout == "stack" else names).add(tf)
+    fusion = {key for key in keys if re.sub(r"_\d+$", "", key) in stacks}  # WSM, WSM_1, ...
+    assert keys - fusion == names | {"global_step"} and {re.sub(r"_\d+$", "", k) for k in fusion} == stacks
+    assert "efficientnet-b1/stem/conv2d/kernel" in keys
+    load_weights(d1, folder)  # every d1 tensor there, with d1's shapes
+    with pytest.raises(WeightsError, match="efficientnet-b0"):
+        efficientdet.create_model("efficientdet-d0", weights=folder)
+
+
+def test_unknown_evil_kind_is_refused():
+    with pytest.raises(ValueError, match="kind 'zip'"):
+        evil_archive("zip")
+
+
+# ---------------------------------------------------------------- effdet release file
+
+
+def test_effdet_pth_is_named_by_its_sha256_and_converts(effdet_d0_release, tmp_path):
+    from efficientdet.weights.effdet import load_effdet_file
+
+    path = effdet_pth(tmp_path)
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert sha256 == effdet_d0_release.sha256
+    assert re.fullmatch(r"tf_efficientdet_d0_34-([0-9a-f]{8})\.pth", path.name).group(1) == sha256[:8]
+    state = load_effdet_file(path)
+    assert "backbone.conv_stem.weight" in state
+    model = load_weights(efficientdet.create_model("efficientdet-d0"), path)
+    assert torch.equal(model.backbone.stem_conv.weight, state["backbone.conv_stem.weight"])
