@@ -18,13 +18,22 @@ def create_model(name: str, num_classes: int | None = None, weights: str | os.Pa
 
     ``create_model("efficientdet-d0", num_classes=20, image_size=640)``;
     ``create_model("efficientdet-d0", weights="efficientdet-d0/")`` (official checkpoint directory),
-    ``weights="d0.safetensors"`` (ours: ``num_classes`` defaults to the file's) or an effdet ``.pth``.
+    ``weights="d0.safetensors"`` (ours: ``num_classes`` defaults to the file's) or an effdet ``.pth``;
+    or a name of the weights zoo (``efficientdet.weights.zoo``): ``weights="coco"`` (the official
+    COCO checkpoint, fetched once into the cache), ``"coco:effdet"``, ``"advprop"``, ``"coco640"``,
+    with the config fields those weights were trained with (``image_size``, ``preprocess``) unless
+    given here.
     A trained ``.safetensors`` also holds its dataset's category ids and names: they are kept as
     ``model.labels`` (a :class:`~efficientdet.coco.LabelSpace`), which ``Detector``, ``predict``,
     ``eval`` and ``export`` use.
     """
     config = get_config(name)
     meta = None
+    if weights is not None:
+        from .weights.hub import resolve
+
+        weights, trained_with = resolve(weights, name)
+        overrides = {**trained_with, **overrides}
     if weights is not None and str(weights).endswith(".safetensors"):
         from .weights import read_own_metadata
 

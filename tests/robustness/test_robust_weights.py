@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from mirror import official_tensors
 from PIL import Image
 from robust_builders import (
     assert_user_error,
@@ -33,14 +34,11 @@ from safetensors.torch import save_file
 from efficientdet import create_model
 from efficientdet.weights import save_safetensors
 from efficientdet.weights import tf_checkpoint as tfc
-from efficientdet.weights.official import official_names
 from efficientdet.weights.tf_checkpoint import writer as tf_writer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hostile pickle's
 
 STEM = "efficientnet-lite0/stem/conv2d/kernel"  # the first tensor the loader reads
-TF_INVERSE = {"conv": lambda a: a.transpose(2, 3, 1, 0), "depthwise": lambda a: a.transpose(2, 3, 0, 1),
-              "vector": lambda a: a}
 
 
 # ---------------------------------------------------------------- good files to damage
@@ -51,14 +49,7 @@ def official(lite0_weights, tmp_path_factory) -> Path:
     """The suite's Lite0 (4 classes) as an official-layout TF checkpoint directory, checked to load."""
     model = create_model("efficientdet-lite0", weights=lite0_weights)
     state = model.state_dict()
-    tensors = {}
-    for key, (tf_name, layout) in official_names(model).items():
-        value = state[key].numpy()
-        if layout == "stack":  # one torch vector holds the official scalars WSM, WSM_1, ...
-            for j, v in enumerate(value):
-                tensors[f"{tf_name}_{j}" if j else tf_name] = np.float32(v)
-        else:
-            tensors[tf_name] = TF_INVERSE[layout](value)
+    tensors = official_tensors(model)
     folder = tmp_path_factory.mktemp("official") / "efficientdet-lite0"
     tf_writer.write_tf_checkpoint(folder / "model", tensors)
     loaded = create_model("efficientdet-lite0", num_classes=4, weights=folder)

@@ -176,6 +176,22 @@ def test_fine_tune_from_other_class_count_reinitialises_only_the_class_head(shap
             assert torch.equal(state[key], value), key  # lr 0: untouched
 
 
+def test_fine_tune_from_published_coco_weights_by_name(shapes, tmp_path, mirror_env, monkeypatch):
+    from mirror import model_archive
+
+    monkeypatch.delenv("EFFICIENTDET_OFFLINE")
+    mirror_env.files["efficientdet-lite0.tgz"] = model_archive("efficientdet-lite0")
+    out = tmp_path / "ft"
+    train(base(shapes, out, weights="coco", max_steps=1, lr=0.0, warmup_init=0.0), log=lambda *_: None)
+    coco = create_model("efficientdet-lite0", weights="coco", image_size=128).state_dict()  # now from the cache
+    state = final_state(out)["model"]
+    assert mirror_env.count("efficientdet-lite0.tgz") == 1
+    assert state["class_net.predict.pointwise.weight"].shape[0] == 9 * 4  # 90 COCO classes → the dataset's 4
+    for key, value in coco.items():
+        if not key.startswith("class_net.predict.") and "running" not in key and "num_batches" not in key:
+            assert torch.equal(state[key], value), key
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from mirror import official_tensors
 
 from efficientdet import Detector, create_model, get_config, list_models
 from efficientdet.anchors import generate_anchors
@@ -12,7 +13,7 @@ from efficientdet.coco import COCO_CATEGORIES
 from efficientdet.inference.detector import clip_boxes
 from efficientdet.preprocess import preprocess
 from efficientdet.weights import WeightsError, load_weights, read_official
-from efficientdet.weights.official import LAYOUTS, official_names
+from efficientdet.weights.official import official_names
 from efficientdet.weights.tf_checkpoint.writer import write_tf_checkpoint
 
 
@@ -109,24 +110,6 @@ def test_detections_match_official_as_sets(d0, ref, key, nms):
         assert name == COCO_CATEGORIES.get(label, f"unused-{label}") and 1 <= label <= 90
 
 
-def official_tensors(model):
-    """``model``'s tensors (plus 0.01, not the init values) under their official names and layouts."""
-    state = model.state_dict()
-    inverse = {"conv": lambda a: a.transpose(2, 3, 1, 0), "depthwise": lambda a: a.transpose(2, 3, 0, 1),
-               "vector": lambda a: a}
-    tensors = {}
-    for key, (tf_name, layout) in official_names(model).items():
-        value = state[key].numpy() + np.float32(0.01)
-        if layout == "stack":
-            for j, v in enumerate(value):
-                tensors[tf_name if j == 0 else f"{tf_name}_{j}"] = np.float32(v)
-        else:
-            back = LAYOUTS[layout](inverse[layout](value))
-            assert back.shape == value.shape
-            tensors[tf_name] = inverse[layout](value)
-    return tensors
-
-
 @pytest.mark.parametrize("name", list_models())
 def test_every_variant_round_trips_through_the_official_format(tmp_path, name):
     """Our map for each variant writes an official-layout checkpoint that loads back exactly."""
@@ -135,7 +118,7 @@ def test_every_variant_round_trips_through_the_official_format(tmp_path, name):
     torch.manual_seed(0)
     src = create_model(name, num_classes=4, image_size=size).eval()
     state = src.state_dict()
-    tensors = official_tensors(src)
+    tensors = {name: value + np.float32(0.01) for name, value in official_tensors(src).items()}  # not the init
     tensors["global_step"] = np.int64(7)
     write_tf_checkpoint(tmp_path / "model", tensors)
     dst = create_model(name, num_classes=4, image_size=size, weights=tmp_path).eval()

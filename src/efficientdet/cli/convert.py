@@ -26,11 +26,16 @@ def variant_from_path(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from .. import create_model
     from ..weights import save_safetensors
+    from ..weights.zoo import find, is_weights_name
 
     src = Path(args.src)
     if not args.out.endswith(".safetensors"):
         raise ValueError(f"--out must end in .safetensors, got {args.out!r}")
-    name = args.model or variant_from_path(src)
+    if not src.exists() and is_weights_name(args.src):  # published weights, fetched into the cache
+        name = find(args.src, args.model).variant
+        src = args.src
+    else:
+        name = args.model or variant_from_path(src)
     model = create_model(name, num_classes=args.num_classes, weights=src)
     out = save_safetensors(model, args.out, source=str(src))
     print(f"wrote {out} ({name}, {model.config.num_classes} classes) from {src}")
@@ -39,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="official checkpoint / effdet .pth → our .safetensors")
-    p.add_argument("src", help="official checkpoint directory or prefix, an effdet .pth file or our .safetensors")
+    p.add_argument("src", help="official checkpoint directory or prefix, an effdet .pth file, our .safetensors, "
+                                "or published weights by name (efficientdet-d0:coco, or coco with --model)")
     p.add_argument("--out", required=True, help="output .safetensors file")
     add_model(p, note=" (default: read from the source's name)")
     p.add_argument("--num-classes", type=int, help="class count of the source (default 90)")

@@ -33,10 +33,25 @@ def add_model(parser: argparse.ArgumentParser, required: bool = False, default: 
     parser.add_argument("--model", required=required, default=default, help=f"variant, e.g. efficientdet-d0{what}")
 
 
-def add_weights(parser: argparse.ArgumentParser, required: bool = False, note: str = "") -> None:
-    """``--weights``: any file ``create_model`` reads; ``note`` ends its help line."""
-    parser.add_argument("--weights", required=required,
-                        help=f"official checkpoint dir, .safetensors or effdet .pth{note}")
+WEIGHTS_HELP = ("official checkpoint dir, .safetensors, effdet .pth, or published weights by name: coco, "
+                "coco:effdet, advprop, coco640 (fetched once into the cache; see `efficientdet weights list`)")
+
+
+def add_weights(parser: argparse.ArgumentParser, required: bool = False, note: str = "",
+                default: str | None = None) -> None:
+    """``--weights``: any file or zoo name ``create_model`` reads; ``note`` ends its help line."""
+    parser.add_argument("--weights", required=required, default=default, help=WEIGHTS_HELP + note)
+
+
+def check_weights_name(weights: str, model: str) -> None:
+    """A published-weights name given to ``--weights`` is checked before any work (a path is
+    checked when it is read)."""
+    from pathlib import Path
+
+    from ..weights.zoo import find, is_weights_name
+
+    if not Path(weights).exists() and is_weights_name(weights):
+        find(weights, model)
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

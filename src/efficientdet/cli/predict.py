@@ -1,4 +1,7 @@
-"""``efficientdet predict --model M --weights W INPUTS... --out DIR``: detect on images, folders, globs, videos.
+"""``efficientdet predict INPUTS... [--model M] [--weights W] [--out DIR]``: detect on images, folders, globs, videos.
+
+Without ``--weights`` the official COCO weights of ``--model`` (default efficientdet-d0) are used,
+fetched once into the cache (``efficientdet weights``).
 
 Writes annotated images / videos, ``detections.json`` (COCO results) and ``images.json`` to
 ``--out``; unreadable files are named on stderr and skipped (exit 1 only with ``--strict``).
@@ -13,12 +16,26 @@ import argparse
 import dataclasses
 import math
 import sys
+from pathlib import Path
 
 from ..config import get_config
 from ..inference.backends import BACKENDS
 from ..inference.video import DEFAULT_MAX_VIDEO_FRAMES
-from .options import (add_device, add_image_size, add_model, add_nms, add_precision, add_weights,
+from .options import (add_device, check_weights_name, add_image_size, add_model, add_nms, add_precision, add_weights,
                       postprocess_overrides, precision, resolve_image_size, subcommand)
+
+
+DEFAULT_MODEL = "efficientdet-d0"
+DEFAULT_OUT = Path("runs/predict")
+
+
+def fresh_folder(base: Path) -> Path:
+    """``base`` when it does not exist, else the first free ``base2``, ``base3``, ...: a default
+    output folder never mixes two runs' files."""
+    if not base.exists():
+        return base
+    taken = {p.name for p in base.parent.iterdir()}
+    return next(base.with_name(f"{base.name}{i}") for i in range(2, len(taken) + 3) if f"{base.name}{i}" not in taken)
 
 
 def pixel_budget(max_megapixels: float) -> int:
@@ -43,9 +60,7 @@ def build_detector(args: argparse.Namespace, device, changes: dict[str, object],
 
     if args.backend == "onnxruntime":
         return _onnx_detector(args, device, changes, image_size)
-    if args.model is None:
-        raise ValueError(f"--model is required with --backend {args.backend}")
-    model = create_model(args.model, weights=args.weights, **({"image_size": image_size} if image_size else {}))
+    model = create_model(args.model or DEFAULT_MODEL, weights=args.weights or "coco", **({"image_size": image_size} if image_size else {}))
     post = dataclasses.replace(model.config.postprocess, **changes)
     return Detector.from_model(model, args.backend, device, precision(args), post)
 
@@ -55,6 +70,8 @@ def _onnx_detector(args: argparse.Namespace, device, changes: dict[str, object],
     from ..export import read_onnx_metadata
     from ..inference import Detector
 
+    if args.weights is None:
+        raise ValueError("--backend onnxruntime needs --weights FILE.onnx (efficientdet export makes one)")
     if precision(args) != "float32":
         raise ValueError("--half / --bf16 apply to the torch backends; the ONNX file fixes its own precision")
     config, graph_post = read_onnx_metadata(args.weights)
@@ -70,13 +87,15 @@ def _onnx_detector(args: argparse.Namespace, device, changes: dict[str, object],
 def run(args: argparse.Namespace) -> int:
     """Under ``torchrun`` each rank predicts its shard of the inputs and writes their annotated
     copies; rank 0 alone prints, and writes the JSON summaries of all ranks, as one process would."""
-    from ..distributed import init_distributed, shard
+    from ..distributed import broadcast_from_main, init_distributed, shard
     from ..inference.sources import scan_inputs
     from ..inference.writer import OutputWriter, check_out_dir, numeric_names, write_summaries
 
     # Options first: a bad one fails before any file is read or written.
     if args.model is not None:
         get_config(args.model)
+    if args.weights is not None and args.backend != "onnxruntime":
+        check_weights_name(args.weights, args.model or DEFAULT_MODEL)
     changes = postprocess_overrides(args)
     image_size = resolve_image_size(args, args.model)
     if args.batch_size < 1 or args.workers < 0:
@@ -85,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     max_frames = frame_budget(args.max_video_frames)
     rank, world, device = init_distributed(args.device)
     sources, left_out = scan_inputs(args.inputs)
+    if args.out is None:  # every rank writes into the folder rank 0 picked
+        args.out = broadcast_from_main(str(fresh_folder(DEFAULT_OUT)) if rank == 0 else None)
     check_out_dir(args.out, sources)
     detector = build_detector(args, device, changes, image_size)
     with OutputWriter(args.out, draw=not args.no_draw, draw_threshold=args.draw_threshold,
@@ -145,9 +166,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = subcommand(sub, "predict", "detect objects in images, folders, globs and videos", __doc__)
     p.add_argument("inputs", nargs="+", help="image or video files, folders (searched with their subfolders; "
                    "outputs keep the path below the folder), or glob patterns (quoted)")
-    add_model(p, note=" (read from the file for --backend onnxruntime)")
-    add_weights(p, required=True, note="; the .onnx file for onnxruntime")
-    p.add_argument("--out", required=True, help="output folder; may not hold any input")
+    add_model(p, note=f" (default {DEFAULT_MODEL}; read from the file for --backend onnxruntime)")
+    add_weights(p, note="; the .onnx file for onnxruntime (default: coco)")
+    p.add_argument("--out", help="output folder; may not hold any input (default: runs/predict, or "
+                                 "runs/predict2, 3, ... when that exists)")
     p.add_argument("--backend", choices=BACKENDS, default="eager")
     add_device(p)
     add_precision(p)

@@ -13,7 +13,7 @@ import typing
 from typing import Any
 
 from ..loss import LossConfig
-from .options import add_device, add_image_size, add_model, parse_image_size, subcommand
+from .options import add_device, add_image_size, add_model, add_weights, parse_image_size, subcommand
 
 
 def _convert(value: str, kind: Any, key: str) -> Any:
@@ -96,7 +96,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")
     add_image_size(p)
-    p.add_argument("--weights", help="start from these weights (class head re-initialised if needed)")
+    add_weights(p, note=" to start from (the class head re-initialised when the class count differs)")
     p.add_argument("--backbone-weights", help="ImageNet backbone file (default: packaged Lite0-2 weights)")
     p.add_argument("--scratch", action="store_true", help="no pretrained backbone")
     p.add_argument("--workers", type=int)

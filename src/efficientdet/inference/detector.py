@@ -92,6 +92,17 @@ class Detector:
         return cls(torch_backend(model, backend, device, precision, channels_last), postprocess_config, **labels)
 
     @classmethod
+    def from_pretrained(cls, name: str = "efficientdet-d0", weights: str = "coco", backend: str = "eager",
+                        device: str | torch.device | None = None, **options: Any) -> "Detector":
+        """A detector with published weights, fetched once into the cache
+        (:mod:`efficientdet.weights.hub`): ``Detector.from_pretrained("efficientdet-d0")`` is the
+        official COCO D0; ``weights`` is any name ``create_model`` takes (``"coco:effdet"``, a path).
+        ``options``: those of :meth:`from_model`."""
+        from .. import create_model  # the package root builds models; imported here, as it imports this
+
+        return cls.from_model(create_model(name, weights=weights).eval(), backend, device, **options)
+
+    @classmethod
     def from_onnx(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                   postprocess_config: PostprocessConfig | None = None, threads: int | None = None,
                   **labels: Any) -> "Detector":

@@ -40,6 +40,7 @@ from ..inference import Detector
 from ..inference.backends import model_backend
 from ..model import EfficientDet
 from ..weights import read_metadata, read_weights
+from ..weights.hub import resolve
 from ..weights.pretrained import load_pretrained_backbone
 from ..weights.remap import remap_state
 from .build import (Loaders, Optimisation, Splits, build_loaders, build_optimisation, check_batch_norm_batch,
@@ -110,12 +111,13 @@ def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
     """Start weights: a full checkpoint (class head re-initialised when the class count differs),
     else ImageNet backbone weights, else the fresh initialisation."""
     if cfg.weights:
+        path, _ = resolve(cfg.weights, model.config.name)  # a zoo name (coco) → its cached file
         src_classes = COCO_NUM_CLASSES  # official checkpoints and effdet's COCO models
-        if str(cfg.weights).endswith(".safetensors"):
-            src_classes = int(read_metadata(cfg.weights).get("num_classes", model.config.num_classes))
+        if str(path).endswith(".safetensors"):
+            src_classes = int(read_metadata(path).get("num_classes", model.config.num_classes))
         source = create_model(model.config.name, num_classes=src_classes, image_size=model.config.image_size)
         new_head = ("class_net.predict.",) if src_classes != model.config.num_classes else ()
-        state = remap_state(read_weights(source, cfg.weights), model.state_dict(), str(cfg.weights), ignore=new_head)
+        state = remap_state(read_weights(source, path), model.state_dict(), str(cfg.weights), ignore=new_head)
         model.load_state_dict(state, strict=not new_head)
         head = "" if src_classes == model.config.num_classes else f" (class head re-initialised: {src_classes} → {model.config.num_classes} classes)"
         return f"weights from {cfg.weights}{head}"

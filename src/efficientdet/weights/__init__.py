@@ -25,6 +25,7 @@ from ..config import config_to_dict
 from ..model import EfficientDet
 from .errors import WeightsError
 from .remap import remap_state
+from .zoo import TAGS
 
 FORMAT = "efficientdet"
 _EFFDET_SUFFIXES = (".pth", ".pt", ".bin")
@@ -57,12 +58,21 @@ def is_official_checkpoint(path: str | os.PathLike) -> bool:
     return p.is_dir() or p.suffix == ".index" or Path(f"{p}.index").is_file()
 
 
-def read_official(model: EfficientDet, path: str | os.PathLike, use_ema: bool = True) -> dict[str, torch.Tensor]:
+TF2_OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+def read_official(model: EfficientDet, path: str | os.PathLike, use_ema: bool = True,
+                  what: str | None = None) -> dict[str, torch.Tensor]:
+    """``what`` names the checkpoint in errors (default: its prefix)."""
     from .official import convert_official
-    from .tf_checkpoint import TFCheckpoint
+    from .tf_checkpoint import CheckpointError, TFCheckpoint
 
     ckpt = TFCheckpoint(path)
-    return convert_official(model, _LazyCheckpoint(ckpt), use_ema=use_ema, what=str(ckpt.prefix))
+    what = what or str(ckpt.prefix)
+    if TF2_OBJECT_GRAPH in ckpt:
+        raise CheckpointError(f"{what}: a TF2 object-based checkpoint (it has {TF2_OBJECT_GRAPH}); only the "
+                              f"name-based TF1 checkpoints of the official releases are read")
+    return convert_official(model, _LazyCheckpoint(ckpt), use_ema=use_ema, what=what)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -146,7 +156,8 @@ def read_weights(model: EfficientDet, path: str | os.PathLike) -> dict[str, torc
     (:func:`~.remap.remap_state`); errors name the file."""
     p = Path(path)
     if not p.exists() and not Path(f"{p}.index").is_file():
-        raise WeightsError(f"{p}: no such file or directory")
+        raise WeightsError(f"{p}: no such file or directory, nor a name of published weights "
+                           f"({', '.join(TAGS)}; `efficientdet weights list`)")
     if p.suffix == ".safetensors":
         return read_safetensors(model, p)
     if p.suffix in _EFFDET_SUFFIXES:
