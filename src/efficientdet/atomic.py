@@ -8,7 +8,9 @@ itself is on disk. Until then the previous file stays intact.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -31,6 +33,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def atomic_write_files(paths: Sequence[str | os.PathLike], write: Callable[[Path], None]) -> list[Path]:
+    """Files that only make sense together (an OpenVINO IR's ``.xml`` and ``.bin``): ``write(folder)``
+    makes them, under the names of ``paths``, in a temporary folder beside them; each is fsynced,
+    then renamed into place in the order of ``paths`` (put last the file readers open first), and
+    the folder fsynced. An OSError names that last path; the temporary folder never stays behind.
+    """
+    paths = [Path(p) for p in paths]
+    folder = None
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f".{paths[0].name}.tmp-", dir=paths[0].parent))
+        write(folder)
+        for path in paths:
+            with open(folder / path.name, "rb+") as f:
+                os.fsync(f.fileno())
+        for path in paths:
+            os.replace(folder / path.name, path)
+        _fsync_folder(paths[0].parent)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {paths[-1]} ({e.strerror or e})") from None
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return paths
 
 
 def _fsync_folder(folder: Path) -> None:

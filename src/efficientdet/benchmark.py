@@ -10,6 +10,9 @@ What NMS costs depends on the scores: a freshly initialised model scores every a
 class prior, which is neither what a trained model gives nor what a server sees. Without trained
 weights, time :func:`spread_random_weights`, random weights whose scores spread as a trained
 model's do. Each call's network and postprocessing (decoding + NMS) are timed apart as well.
+
+ONNX Runtime and OpenVINO run the model exported into a temporary folder, in float32 or int8
+(quantised on calibration images; without any, on synthetic pictures).
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import PostprocessConfig
+from .config import ModelConfig, PostprocessConfig
+from .export.quantize import Calibration
 from .inference import Detector
+from .inference.backends import FILE_BACKENDS
 from .model import EfficientDet
 from .nms import compiled_greedy
+from .preprocess import preprocess
 from .profile import count_flops, count_parameters
 
 # spread_random_weights: the spread of the class logits around the prior (confident pairs and many far
@@ -138,8 +144,6 @@ def spread_random_weights(model: EfficientDet, images: int = 4, seed: int = 0) -
     :func:`synthetic_image` pictures (so every layer passes a unit-scale signal, which the fresh
     statistics, mean 0 and variance 1, do not), then the two predictors scaled so the class logits
     spread by ``CLASS_LOGIT_STD`` around the class prior and the box codes by ``BOX_CODE_STD``."""
-    from .preprocess import preprocess
-
     cfg = model.config
     pictures = [synthetic_image(seed=seed + i) for i in range(images)]
     batch, _ = preprocess(pictures, cfg.image_size, cfg.preprocess)
@@ -182,25 +186,47 @@ def make_step(predictor: Detector, batch_size: int, end_to_end: bool, workdir: P
     return lambda: predictor.detect(batch, scales)
 
 
-def build_predictor(model: EfficientDet, backend: str, device: torch.device, precision: str,
-                    post: PostprocessConfig, threads: int, workdir: Path) -> Detector:
-    """A predictor for ``backend``; ONNX Runtime gets the model exported (raw outputs) into ``workdir``."""
-    if backend != "onnxruntime":
-        return Detector.from_model(model, backend, device, precision, post)
-    from .export import export_model
+def synthetic_calibration(config: ModelConfig, images: int = 8) -> Calibration:
+    """int8 calibration on :func:`synthetic_image` pictures, for timing without a dataset: the
+    scales it sets change what the int8 model computes, not how long it takes."""
+    pictures = [synthetic_image(seed=i) for i in range(images)]
+    batch, _ = preprocess(pictures, config.image_size, config.preprocess)
+    return Calibration(list(batch), "synthetic pictures (efficientdet.benchmark.synthetic_image)")
 
-    if precision != "float32":
-        raise ValueError("the onnxruntime backend runs the exported float32 model; drop --half / --bf16")
-    path = export_model(model, workdir / "model.onnx", "onnx")
+
+def build_predictor(model: EfficientDet, backend: str, device: torch.device, precision: str,
+                    post: PostprocessConfig, threads: int, workdir: Path,
+                    calibration: Calibration | None = None) -> Detector:
+    """A predictor for ``backend``. ONNX Runtime and OpenVINO get the model exported (raw outputs)
+    into ``workdir``, in float32 or int8 (calibrated on ``calibration``, default
+    :func:`synthetic_calibration`)."""
+    if backend not in FILE_BACKENDS.values():
+        if precision == "int8":
+            raise ValueError("int8 runs on the exported backends: --backend onnxruntime or openvino")
+        return Detector.from_model(model, backend, device, precision, post)
+    from .export import SUFFIXES, export_model
+
+    if precision not in ("float32", "int8"):
+        raise ValueError(f"the {backend} backend runs the exported float32 or int8 model; drop --half / --bf16")
+    fmt = next(f for f, b in FILE_BACKENDS.items() if b == backend)
+    if precision == "int8":
+        calibration = calibration or synthetic_calibration(model.config)
+    path = export_model(model, workdir / f"model-{precision}{SUFFIXES[fmt]}", fmt,
+                        calibration=calibration if precision == "int8" else None)
+    if backend == "openvino":
+        return Detector.from_openvino(path, post, threads)
     return Detector.from_onnx(path, device, post, threads=threads)
 
 
 def run_benchmark(model: EfficientDet, backend: str = "eager", batch_size: int = 1, threads: int | None = None,
                   device: str | torch.device = "cpu", precision: str = "float32",
                   postprocess_config: PostprocessConfig | None = None, end_to_end: bool = False, warmup: int = 5,
-                  iterations: int = 30, weights: str = "as given") -> BenchmarkResult:
+                  iterations: int = 30, weights: str = "as given",
+                  calibration: Calibration | None = None) -> BenchmarkResult:
     """Time ``model`` on ``backend`` (see the module docstring) with ``postprocess_config`` (default:
-    the model's); ``weights`` says what the model holds, for the report."""
+    the model's); ``weights`` says what the model holds, for the report. ``precision`` ``int8``
+    (ONNX Runtime, OpenVINO) quantises the exported model on ``calibration``
+    (:func:`build_predictor`)."""
     if batch_size < 1 or warmup < 0 or iterations < 1:
         raise ValueError("batch_size and iterations must be >= 1, warmup >= 0")
     if threads is not None and threads < 1:
@@ -213,7 +239,7 @@ def run_benchmark(model: EfficientDet, backend: str = "eager", batch_size: int =
     torch.set_num_threads(threads)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            predictor = build_predictor(model, backend, device, precision, post, threads, Path(tmp))
+            predictor = build_predictor(model, backend, device, precision, post, threads, Path(tmp), calibration)
             predictor.network = network = TimedNetwork(predictor.network, sync)
             times = time_calls(make_step(predictor, batch_size, end_to_end, Path(tmp)), warmup, iterations, sync)
     finally:  # the caller's thread count, as it was

@@ -35,6 +35,17 @@ def test_json_schema_and_consistency(tmp_path, capsys):
     assert report["flops"] < 0.97e9  # Lite0's 0.97B multiply-adds are at 320 px; this is 128 px
 
 
+@pytest.mark.parametrize("backend, int8", [("openvino", False), ("openvino", True), ("onnxruntime", True)])
+def test_exported_backends_in_float32_and_int8_give_the_same_json(capsys, backend, int8):
+    """The quantisers' progress goes to stderr: stdout holds the JSON alone."""
+    pytest.importorskip({"openvino": "nncf", "onnxruntime": "onnxruntime"}[backend])
+    assert main(["benchmark", *FAST, "--backend", backend, *(["--int8"] if int8 else []), "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == set(FIELDS)
+    assert report["backend"] == backend and report["precision"] == ("int8" if int8 else "float32")
+    assert report["network_ms"] > 0 and report["parameters"] == 3_243_470
+
+
 def test_end_to_end_json_to_stdout(capsys):
     assert main(["benchmark", *FAST, "--end-to-end", "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -44,8 +55,11 @@ def test_end_to_end_json_to_stdout(capsys):
 def test_bad_options_are_one_line_errors(capsys):
     assert main(["benchmark", *FAST, "--batch-size", "0"]) == 2
     assert main(["benchmark", *FAST, "--backend", "onnxruntime", "--bf16"]) == 2
+    assert main(["benchmark", *FAST, "--int8"]) == 2
+    assert main(["benchmark", *FAST, "--calibration", "photos/"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and "batch_size" in err[0] and "float32" in err[1]
+    assert len(err) == 4 and "batch_size" in err[0] and "float32" in err[1]
+    assert "int8 runs on the exported backends" in err[2] and "only apply with --int8" in err[3]
 
 
 def test_spread_random_weights_spread_the_scores():

@@ -63,6 +63,32 @@ def test_onnx_raw_outputs_within_1e4_on_photos_at_any_batch_size(lite0):
             assert np.abs(got - ref[sl].numpy()).max() <= 1e-4
 
 
+def test_openvino_raw_outputs_within_1e4_on_photos_at_any_batch_size(lite0, tmp_path):
+    """The IR keeps float32 weights (OpenVINO's save_model would halve them) and a dynamic batch;
+    --threads reaches the compiled model."""
+    pytest.importorskip("openvino")
+    from efficientdet.export import raw_output_names
+    from efficientdet.inference.backends import openvino_model
+
+    weights, _ = lite0
+    ir = tmp_path / "lite0.xml"
+    assert main(["export", "--model", "efficientdet-lite0", "--weights", str(weights), "--image-size", "256",
+                 "--format", "openvino", "--out", str(ir)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lite0.bin", "lite0.xml"]
+    model = create_model("efficientdet-lite0", weights=weights, image_size=256).eval()
+    batch, _ = preprocess(photo_tensors(), (256, 256), model.config.preprocess)
+    with torch.no_grad():
+        cls_out, box_out = model(batch)
+    compiled = openvino_model(ir, threads=1)
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    for sl in (slice(0, 3), slice(1, 2)):
+        outputs = compiled(batch[sl].numpy())
+        for name, ref in zip(raw_output_names(model.config), cls_out + box_out):
+            got = outputs[compiled.output(name)]
+            assert got.shape == ref[sl].shape
+            assert np.abs(got - ref[sl].numpy()).max() <= 1e-4
+
+
 def _results(folder: Path) -> list[dict]:
     return json.loads((folder / "detections.json").read_text())
 
@@ -133,7 +159,7 @@ def test_torch_formats_match_with_a_dynamic_batch(lite0, tmp_path, fmt, suffix):
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "tflite", "--out", "m.tflite"],
-     "unknown export format 'tflite'; valid: onnx, torchscript, torch-export"),
+     "unknown export format 'tflite'; valid: onnx, openvino, torchscript, torch-export"),
     (["--format", "torchscript", "--nms", "--out", "m.pt"], "only supported for --format onnx"),
     (["--format", "onnx", "--out", "m.pt"], "must end in .onnx"),
     (["--format", "onnx", "--score-threshold", "0.3", "--out", "m.onnx"], "--score-threshold only apply with --nms"),

@@ -1,11 +1,12 @@
-"""``efficientdet benchmark --model M [--batch-size N] [--backend eager|compile|onnxruntime] [--threads T]``.
+"""``efficientdet benchmark --model M [--batch-size N] [--backend eager|compile|onnxruntime|openvino] [--int8] [--threads T]``.
 
 Times network + box decoding + NMS on a preprocessed batch (``--end-to-end`` adds JPEG decoding
 and preprocessing): median and p90 latency, the network's part and the rest, throughput, peak
 memory, parameters, FLOPs and the GFLOP/s reached, beside the CPU's vector extensions and its
 measured matmul rate, as a table and optionally as JSON (``--json FILE``, ``-`` for stdout).
 Without ``--weights`` the model gets random weights whose scores spread as a trained model's do
-(a fresh model scores every anchor alike, which no real input gives).
+(a fresh model scores every anchor alike, which no real input gives). ``--int8`` (onnxruntime,
+openvino) times the int8 export, calibrated on ``--calibration`` images or synthetic pictures.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from ..devices import resolve_device
 
     changes = postprocess_overrides(args)  # options first: before the model is built
+    if (args.calibration or args.calibration_images) and not args.int8:
+        raise ValueError("--calibration / --calibration-images only apply with --int8")
     image_size = resolve_image_size(args, args.model)
     device = resolve_device(args.device)
     model = create_model(args.model, weights=args.weights, **({"image_size": image_size} if image_size else {})).eval()
@@ -36,8 +39,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.weights:
         spread_random_weights(model)
     post = dataclasses.replace(model.config.postprocess, **changes)
+    calibration = None
+    if args.calibration:
+        from ..export import load_calibration
+
+        calibration = load_calibration(args.calibration, model.config, args.calibration_images or 8,
+                                       on_skip=lambda why: print(f"efficientdet benchmark: skipped {why}", file=sys.stderr))
+    if args.int8:
+        weights += f"; int8 calibrated on {calibration.source if calibration else 'synthetic pictures'}"
     result = run_benchmark(model, args.backend, args.batch_size, args.threads, device, precision(args), post,
-                           args.end_to_end, args.warmup, args.iterations, weights)
+                           args.end_to_end, args.warmup, args.iterations, weights, calibration)
     gflops = matmul_gflops(result.threads)
     report = {**dataclasses.asdict(result), "cpu": cpu_name(), "isa": cpu_isa(), "matmul_gflops": gflops,
               "torch": torch.__version__}
@@ -60,7 +71,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     add_threads(p)
     add_device(p)
-    add_precision(p)
+    add_precision(p, int8=True)
+    p.add_argument("--calibration", metavar="DATA.yaml|FOLDER",
+                   help="with --int8: calibration images (default: synthetic pictures)")
+    p.add_argument("--calibration-images", type=int, metavar="N", help="with --int8 --calibration (default 8)")
     add_image_size(p)
     add_nms(p)
     p.add_argument("--end-to-end", action="store_true", help="include JPEG decoding and preprocessing")

@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import (add_device, add_image_size, add_model, add_nms, add_weights, postprocess_overrides,
-                      resolve_image_size)
+from ..inference.backends import FILE_BACKENDS
+from .options import (add_device, add_image_size, add_model, add_nms, add_threads, add_weights,
+                      postprocess_overrides, resolve_image_size)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,31 +46,51 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_model(args: argparse.Namespace, split, nms: dict, overrides: dict, device, rank: int, world: int):
-    """(metrics, results) of ``--model``/``--weights`` on this rank's shard of ``split`` (see evaluate)."""
+    """(metrics, results) of ``--model``/``--weights`` on this rank's shard of ``split`` (see evaluate):
+    a PyTorch model as it is, or an exported file (ONNX, OpenVINO; float32 or int8) through its
+    runtime, with the same preprocessing, postprocessing and metrics."""
     from .. import create_model
     from ..config import evaluation_postprocess, override
     from ..evaluate import eval_loader, evaluate
     from ..inference import Detector
     from ..inference.backends import model_backend
+    from .exported import exported_detector, file_backend
 
-    if not args.model or not args.weights:
-        raise ValueError("give --model and --weights, or --predictions RESULTS.json")
-    model = create_model(args.model, weights=args.weights, **overrides)
-    label_ids = model_label_ids(model, split, args) or split.label_ids
-    cfg = override(model.config, **nms)
-    post = cfg.postprocess if args.nms_scope == "global" else evaluation_postprocess(cfg.postprocess)
-    detector = Detector(model_backend(model, device), post, label_ids=label_ids)
-    return evaluate(detector, eval_loader(split, cfg, args.batch_size, args.workers, rank, world), split)
+    def post(config):
+        cfg = override(config, **nms)
+        return cfg.postprocess if args.nms_scope == "global" else evaluation_postprocess(cfg.postprocess)
+
+    backend = file_backend(args)
+    if backend is not None:
+        from ..export import read_metadata
+
+        info = read_metadata(args.weights)
+        label_ids = model_label_ids(info.config, info.labels, split, args) or split.label_ids
+        detector = exported_detector(args, backend, device, overrides.get("image_size"),
+                                     lambda config, graph_nms: post(config), label_ids=label_ids)
+    else:
+        if not args.model or not args.weights:
+            raise ValueError("give --model and --weights (or an exported --weights FILE), or --predictions RESULTS.json")
+        import torch
+
+        from ..weights import stored_labels
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        model = create_model(args.model, weights=args.weights, **overrides)
+        label_ids = model_label_ids(model.config, stored_labels(model), split, args) or split.label_ids
+        detector = Detector(model_backend(model, device), post(model.config), label_ids=label_ids)
+    loader = eval_loader(split, detector.config, args.batch_size, args.workers, rank, world)
+    return evaluate(detector, loader, split)
 
 
-def model_label_ids(model, split, args: argparse.Namespace) -> list[int] | None:
-    """The split's category id of each model output: those stored with the weights (training's),
-    else COCO's for a 90-class model on a COCO-id dataset (official checkpoints: output c is id
-    c + 1), else None (output c is the split's c-th category, which needs as many classes)."""
+def model_label_ids(config, stored, split, args: argparse.Namespace) -> list[int] | None:
+    """The split's category id of each output of a model with ``config`` and ``stored`` labels:
+    those stored with the weights (training's), else COCO's for a 90-class model on a COCO-id
+    dataset (official checkpoints: output c is id c + 1), else None (output c is the split's c-th
+    category, which needs as many classes)."""
     from ..coco import coco_label_space, predicts_coco
-    from ..weights import stored_labels
 
-    stored = stored_labels(model)
     if stored is not None:
         unknown = sorted(set(stored.ids) - set(split.label_ids))
         if unknown:
@@ -77,10 +98,10 @@ def model_label_ids(model, split, args: argparse.Namespace) -> list[int] | None:
                              f"(it has {split.label_ids})")
         return list(stored.ids)
     coco_ids = coco_label_space()[0]
-    if predicts_coco(model.config.num_classes) and set(split.label_ids) <= set(coco_ids):
+    if predicts_coco(config.num_classes) and set(split.label_ids) <= set(coco_ids):
         return coco_ids
-    if model.config.num_classes != split.num_classes:
-        raise ValueError(f"{args.weights}: the model has {model.config.num_classes} classes, "
+    if config.num_classes != split.num_classes:
+        raise ValueError(f"{args.weights}: the model has {config.num_classes} classes, "
                          f"{args.data} has {split.num_classes}")
     return None
 
@@ -89,8 +110,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="COCO AP of a model (or of a COCO results file) on a dataset split")
     p.add_argument("--data", required=True, help="dataset YAML")
     p.add_argument("--split", default="val")
-    add_model(p, note=" (with --weights)")
-    add_weights(p, note=" (with --model)")
+    add_model(p, note=" (with --weights; an exported file names its own)")
+    add_weights(p, note=" (with --model); or an exported .onnx / OpenVINO .xml, float32 or int8")
+    p.add_argument("--backend", choices=list(FILE_BACKENDS.values()),
+                   help="runtime of an exported --weights file (default: by its suffix, .onnx: onnxruntime, "
+                        ".xml: openvino; openvino also runs .onnx)")
+    add_threads(p)
     p.add_argument("--predictions", help="score this COCO-results JSON instead of running a model "
                    "(--score-threshold filters it)")
     add_image_size(p)

@@ -1,48 +1,92 @@
-"""``efficientdet export --model M --weights W --format onnx|torchscript|torch-export --out FILE``.
+"""``efficientdet export --model M --weights W --format onnx|openvino|torchscript|torch-export --out FILE``.
 
 The file takes preprocessed pixels ``[B, 3, H, W]`` (any batch size) at the model's image size
 and gives the raw per-level outputs; ``--nms`` (ONNX only) puts box decoding and hard NMS into
 the graph so that it gives detections. ONNX has no soft-NMS operator, so the official soft-NMS
 default cannot be exported; ``predict --nms hard`` gives the same detections as such a file.
+
+``--int8`` (ONNX, OpenVINO) quantises after training: ``--calibration`` images (a dataset
+YAML's training split, or a folder) go through the model's own preprocessing; ONNX Runtime's
+``quantize_static`` (QDQ, per-channel weights) or NNCF measures their ranges. The layers named
+by ``--keep-float`` stay in float. ONNX files and OpenVINO IRs carry the model's config, label
+space and (int8) calibration in their metadata, so that ``predict`` and ``eval`` run them alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
 from .options import add_image_size, add_model, add_nms, add_weights, nms_overrides, resolve_image_size, subcommand
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import create_model
-    from ..export import SUFFIXES, check_options, export_model
+    from ..export import SUFFIXES, check_options, export_model, load_calibration, require_runtimes
+    from ..export.quantize import DEFAULT_IMAGES, calibration_method, check_keep_float
 
-    check_options(args.format, args.nms)
+    # Options first: a bad one fails before the model is built or an image read.
+    check_options(args.format, args.nms, args.int8)
     if not args.out.endswith(SUFFIXES[args.format]):
         raise ValueError(f"--out for --format {args.format} must end in {SUFFIXES[args.format]}, got {args.out!r}")
     changes = nms_overrides(args)
     if changes and not args.nms:
         raise ValueError(f"{', '.join('--' + name.replace('_', '-') for name in changes)} only apply with --nms")
+    int8_options = [f"--{o.replace('_', '-')}" for o in ("calibration", "calibration_images", "calibration_method",
+                                                         "keep_float") if getattr(args, o) is not None]
+    if int8_options and not args.int8:
+        raise ValueError(f"{', '.join(int8_options)} only apply with --int8")
+    if args.int8 and args.calibration is None:
+        raise ValueError("--int8 needs --calibration DATA.yaml or FOLDER: images whose ranges set the int8 scales")
+    keep_float = None if args.keep_float is None else check_keep_float(
+        [] if args.keep_float == "none" else args.keep_float.split(","))
+    method = calibration_method(args.format, args.calibration_method) if args.int8 else None
+    if args.calibration_images is not None and args.calibration_images < 1:
+        raise ValueError(f"--calibration-images must be >= 1, got {args.calibration_images}")
     image_size = resolve_image_size(args, args.model)
+    require_runtimes(args.format, args.int8)
     model = create_model(args.model, weights=args.weights, **({"image_size": image_size} if image_size else {}))
     post = None
     if args.nms:
         post = dataclasses.replace(model.config.postprocess, method="hard", **changes)
-    path = export_model(model, args.out, args.format, nms=args.nms, postprocess_config=post)
+    calibration = None
+    if args.int8:
+        calibration = load_calibration(args.calibration, model.config, args.calibration_images or DEFAULT_IMAGES,
+                                       method,
+                                       on_skip=lambda why: print(f"efficientdet export: skipped {why}", file=sys.stderr))
+    path = export_model(model, args.out, args.format, nms=args.nms, postprocess_config=post,
+                        calibration=calibration, keep_float=keep_float)
     h, w = model.config.image_size
     what = "detections (hard NMS inside)" if args.nms else "raw per-level outputs"
+    if calibration is not None:
+        what += (f", int8 calibrated on {len(calibration.images)} images of {args.calibration} "
+                 f"({method}; {len(calibration.skipped)} unreadable skipped)")
     print(f"wrote {path} ({args.format}, {model.config.name} at {h}x{w}, dynamic batch, {what})")
     return 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = subcommand(sub, "export", "export to ONNX / TorchScript / torch.export (BN folded, dynamic batch)", __doc__)
-    p.add_argument("--format", required=True, help="onnx, torchscript or torch-export")
-    p.add_argument("--out", required=True, help="output file (.onnx, .pt or .pt2)")
+    from ..export.quantize import DEFAULT_IMAGES, DEFAULT_KEEP_FLOAT, FLOAT_RULES, METHODS
+
+    p = subcommand(sub, "export", "export to ONNX / OpenVINO / TorchScript / torch.export (BN folded, dynamic batch)",
+                   __doc__)
+    p.add_argument("--format", required=True, help="onnx, openvino, torchscript or torch-export")
+    p.add_argument("--out", required=True, help="output file (.onnx, .xml with its .bin beside it, .pt or .pt2)")
     add_model(p, required=True)
     add_weights(p, note=" (default: random init)")
     add_image_size(p)
     p.add_argument("--nms", action="store_true", help="ONNX only: decoding + hard NMS inside the graph")
     add_nms(p, method=False, when="with --nms: ")
+    p.add_argument("--int8", action="store_true", help="ONNX / OpenVINO: int8 post-training static quantisation")
+    p.add_argument("--calibration", metavar="DATA.yaml|FOLDER",
+                   help="with --int8: a dataset YAML (its train split) or a folder of images")
+    p.add_argument("--calibration-images", type=int, metavar="N",
+                   help=f"with --int8: images drawn from the calibration set (default {DEFAULT_IMAGES})")
+    p.add_argument("--calibration-method", choices=METHODS,
+                   help="with --int8: how activation ranges are set (default: minmax for ONNX, mean-minmax for "
+                        "OpenVINO; entropy: ONNX only, mean-minmax: OpenVINO only)")
+    p.add_argument("--keep-float", metavar="RULES",
+                   help=f"with --int8: comma-separated parts kept in float, of {', '.join(FLOAT_RULES)}, or none "
+                        f"(default {','.join(DEFAULT_KEEP_FLOAT)})")
     p.set_defaults(func=run)

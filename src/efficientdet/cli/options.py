@@ -58,18 +58,24 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda when available)")
 
 
-def add_precision(parser: argparse.ArgumentParser) -> None:
+def add_precision(parser: argparse.ArgumentParser, int8: bool = False) -> None:
+    """``--half`` / ``--bf16``, and with ``int8`` ``--int8`` (the exported backends)."""
     dtype = parser.add_mutually_exclusive_group()
     dtype.add_argument("--half", action="store_true", help="float16 network (CUDA)")
     dtype.add_argument("--bf16", action="store_true", help="bfloat16 network (CPU with AVX-512 BF16 / AMX, CUDA)")
+    if int8:
+        dtype.add_argument("--int8", action="store_true", help="int8 network (--backend onnxruntime or openvino)")
 
 
 def precision(args: argparse.Namespace) -> str:
+    if getattr(args, "int8", False):
+        return "int8"
     return "float16" if args.half else "bfloat16" if args.bf16 else "float32"
 
 
 def add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, help="torch / ONNX Runtime intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, help="torch / ONNX Runtime / OpenVINO inference threads "
+                                                    "(default: torch's)")
 
 
 def add_image_size(parser: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -21,7 +21,8 @@ from pathlib import Path
 from ..config import get_config
 from ..inference.backends import BACKENDS
 from ..inference.video import DEFAULT_MAX_VIDEO_FRAMES
-from .options import (add_device, check_weights_name, add_image_size, add_model, add_nms, add_precision, add_weights,
+from .options import (add_device, check_weights_name, add_image_size, add_model, add_nms, add_precision, add_threads,
+                      add_weights,
                       postprocess_overrides, precision, resolve_image_size, subcommand)
 
 
@@ -57,31 +58,21 @@ def build_detector(args: argparse.Namespace, device, changes: dict[str, object],
     """A :class:`~efficientdet.inference.Detector` for the chosen backend, weights and options."""
     from .. import create_model
     from ..inference import Detector
+    from .exported import exported_detector, file_backend
 
-    if args.backend == "onnxruntime":
-        return _onnx_detector(args, device, changes, image_size)
+    backend = file_backend(args)
+    if backend is not None:
+        def post(config, graph_nms):
+            return dataclasses.replace(graph_nms or config.postprocess, **changes) if changes else None
+
+        return exported_detector(args, backend, device, image_size, post)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = create_model(args.model or DEFAULT_MODEL, weights=args.weights or "coco", **({"image_size": image_size} if image_size else {}))
     post = dataclasses.replace(model.config.postprocess, **changes)
-    return Detector.from_model(model, args.backend, device, precision(args), post)
-
-
-def _onnx_detector(args: argparse.Namespace, device, changes: dict[str, object],
-                   image_size: tuple[int, int] | None):
-    from ..export import read_onnx_metadata
-    from ..inference import Detector
-
-    if args.weights is None:
-        raise ValueError("--backend onnxruntime needs --weights FILE.onnx (efficientdet export makes one)")
-    if precision(args) != "float32":
-        raise ValueError("--half / --bf16 apply to the torch backends; the ONNX file fixes its own precision")
-    config, graph_post = read_onnx_metadata(args.weights)
-    if args.model is not None and args.model != config.name:
-        raise ValueError(f"{args.weights} holds {config.name}, not {args.model}")
-    if image_size and image_size != tuple(config.image_size):
-        raise ValueError(f"{args.weights} was exported at {config.image_size[0]}x{config.image_size[1]}; "
-                         f"re-export it for another --image-size")
-    post = dataclasses.replace(graph_post or config.postprocess, **changes) if changes else None
-    return Detector.from_onnx(args.weights, device, post)  # refuses other NMS than one inside the file
+    return Detector.from_model(model, args.backend or "eager", device, precision(args), post)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,16 +81,17 @@ def run(args: argparse.Namespace) -> int:
     from ..distributed import broadcast_from_main, init_distributed, shard
     from ..inference.sources import scan_inputs
     from ..inference.writer import OutputWriter, check_out_dir, numeric_names, write_summaries
+    from .exported import file_backend
 
     # Options first: a bad one fails before any file is read or written.
     if args.model is not None:
         get_config(args.model)
-    if args.weights is not None and args.backend != "onnxruntime":
+    if args.weights is not None and file_backend(args) is None:
         check_weights_name(args.weights, args.model or DEFAULT_MODEL)
     changes = postprocess_overrides(args)
     image_size = resolve_image_size(args, args.model)
-    if args.batch_size < 1 or args.workers < 0:
-        raise ValueError("--batch-size must be >= 1 and --workers >= 0")
+    if args.batch_size < 1 or args.workers < 0 or (args.threads is not None and args.threads < 1):
+        raise ValueError("--batch-size and --threads must be >= 1 and --workers >= 0")
     max_pixels = pixel_budget(args.max_megapixels)
     max_frames = frame_budget(args.max_video_frames)
     rank, world, device = init_distributed(args.device)
@@ -166,11 +158,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = subcommand(sub, "predict", "detect objects in images, folders, globs and videos", __doc__)
     p.add_argument("inputs", nargs="+", help="image or video files, folders (searched with their subfolders; "
                    "outputs keep the path below the folder), or glob patterns (quoted)")
-    add_model(p, note=f" (default {DEFAULT_MODEL}; read from the file for --backend onnxruntime)")
-    add_weights(p, note="; the .onnx file for onnxruntime (default: coco)")
+    add_model(p, note=f" (default {DEFAULT_MODEL}; an exported file names its own)")
+    add_weights(p, note="; or an exported .onnx / OpenVINO .xml, float32 or int8 (default: coco)")
     p.add_argument("--out", help="output folder; may not hold any input (default: runs/predict, or "
                                  "runs/predict2, 3, ... when that exists)")
-    p.add_argument("--backend", choices=BACKENDS, default="eager")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="default: eager, or for an exported --weights file the runtime of its kind")
+    add_threads(p)
     add_device(p)
     add_precision(p)
     add_image_size(p)

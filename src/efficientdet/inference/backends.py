@@ -3,8 +3,11 @@
 * :func:`model_backend` — the model as it is, unfused (the Python API; validation during training);
 * :func:`torch_backend` — ``eager`` (BN folded, channels-last) or ``compile`` (the same through
   ``torch.compile``), in float32, float16 or bfloat16;
-* :func:`onnx_backend` — a file from :mod:`efficientdet.export` through ONNX Runtime, with its
-  config, label space and (``--nms``) in-graph NMS read from its metadata.
+* :func:`onnx_backend` — an ONNX file from :mod:`efficientdet.export` through ONNX Runtime;
+* :func:`openvino_backend` — an OpenVINO IR (or that ONNX file) through OpenVINO, on the CPU.
+
+An exported file, float32 or int8, brings its config, label space and (``--nms``) in-graph NMS
+in its metadata (:mod:`efficientdet.export.metadata`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import torch
 from ..coco import LabelSpace
 from ..config import ModelConfig, PostprocessConfig
 from ..devices import resolve_device
+from ..extras import require
 from ..fuse import fuse_model
 from ..model import EfficientDet
 from ..postprocess import Detections
 from ..weights import stored_labels
 
-BACKENDS = ("eager", "compile", "onnxruntime")
+BACKENDS = ("eager", "compile", "onnxruntime", "openvino")
+FILE_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino"}  # export format → the backend that runs it
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Preprocessed ``[B, 3, H, W]`` → float32 (class outputs, box outputs) per level, or Detections
@@ -102,10 +107,7 @@ def torch_backend(model: EfficientDet, backend: str = "eager", device: str | tor
 
 def onnx_session(path: str | os.PathLike, device: torch.device, threads: int | None = None) -> Any:
     """An ONNX Runtime session on ``device`` (CUDA provider when asked for and installed)."""
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ImportError("the onnxruntime backend needs onnxruntime: pip install 'efficientdet[export]'") from e
+    ort = require("onnxruntime", "export")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -123,20 +125,57 @@ def onnx_session(path: str | os.PathLike, device: torch.device, threads: int | N
 
 def onnx_backend(path: str | os.PathLike, device: str | torch.device | None = None,
                  threads: int | None = None) -> Backend:
-    """A file from :func:`efficientdet.export.export_onnx`: raw per-level outputs, or Detections
-    (in network pixels) when NMS is inside. Outputs come back as numpy on the host, so
+    """A file from :func:`efficientdet.export.export_model` (``onnx``): raw per-level outputs, or
+    Detections (in network pixels) when NMS is inside. Outputs come back as numpy on the host, so
     postprocessing runs there whatever ``device`` the session runs on."""
-    from ..export import read_onnx_labels, read_onnx_metadata
+    from ..export import artifact_format, read_metadata
 
-    config, graph_nms = read_onnx_metadata(path)
+    if artifact_format(path) != "onnx":
+        raise ValueError(f"{path}: ONNX Runtime runs .onnx files; run an OpenVINO IR with --backend openvino")
+    info = read_metadata(path)
     session = onnx_session(path, resolve_device(device or "cpu"), threads)
     input_name = session.get_inputs()[0].name
-    levels = len(config.levels)
 
     def run(batch: torch.Tensor) -> Any:
-        outputs = [torch.from_numpy(o) for o in session.run(None, {input_name: batch.float().cpu().numpy()})]
-        if graph_nms is not None:
-            return Detections(*outputs)
-        return outputs[:levels], outputs[levels:]
+        return _outputs(info, session.run(None, {input_name: batch.float().cpu().numpy()}))
 
-    return Backend(config, run, torch.device("cpu"), read_onnx_labels(path), graph_nms)
+    return Backend(info.config, run, torch.device("cpu"), info.labels, info.graph_nms)
+
+
+def openvino_model(path: str | os.PathLike, threads: int | None = None) -> Any:
+    """A compiled OpenVINO model on the CPU, with ``threads`` inference threads (default: torch's)
+    and float32 arithmetic: OpenVINO would otherwise pick bfloat16 on CPUs that have it."""
+    from ..export.openvino import read_openvino_model
+
+    ov = require("openvino", "openvino")
+    config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": "f32"}
+    return ov.Core().compile_model(read_openvino_model(path), "CPU", config)
+
+
+def openvino_backend(path: str | os.PathLike, device: str | torch.device | None = None,
+                     threads: int | None = None) -> Backend:
+    """An IR (or ONNX file) from :func:`efficientdet.export.export_model` through OpenVINO on the
+    CPU, any batch size; outputs as :func:`onnx_backend` gives them."""
+    from ..export import DETECTION_OUTPUTS, raw_output_names, read_metadata
+
+    if resolve_device(device or "cpu").type != "cpu":
+        raise ValueError("the openvino backend runs on the CPU; drop --device or give --device cpu")
+    info = read_metadata(path)
+    compiled = openvino_model(path, threads)
+    outputs = [compiled.output(name) for name in (DETECTION_OUTPUTS if info.graph_nms else raw_output_names(info.config))]
+
+    def run(batch: torch.Tensor) -> Any:
+        result = compiled(batch.float().cpu().numpy())
+        return _outputs(info, [result[o] for o in outputs])
+
+    return Backend(info.config, run, torch.device("cpu"), info.labels, info.graph_nms)
+
+
+def _outputs(info: Any, arrays: list[Any]) -> Any:
+    """A file's outputs in order as the detector takes them: Detections, or (class, box) levels."""
+    outputs = [torch.from_numpy(a) for a in arrays]
+    if info.graph_nms is not None:
+        return Detections(*outputs)
+    levels = len(info.config.levels)
+    return outputs[:levels], outputs[levels:]

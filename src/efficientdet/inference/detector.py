@@ -17,7 +17,7 @@ from ..config import PostprocessConfig
 from ..model import EfficientDet
 from ..postprocess import Detections, postprocess
 from ..preprocess import preprocess, to_chw_tensor
-from .backends import Backend, model_backend, onnx_backend, torch_backend
+from .backends import Backend, model_backend, onnx_backend, openvino_backend, torch_backend
 
 
 def label_space(num_classes: int, stored: LabelSpace | None = None, label_ids: Sequence[int] | None = None,
@@ -58,7 +58,8 @@ class Detector:
     """Preprocess → network (any :class:`~.backends.Backend`) → decode + NMS → detections per image.
 
     ``Detector(model)`` runs ``model`` as it is; :meth:`from_model` runs a BN-folded copy (``eager``
-    / ``compile``, any precision), :meth:`from_onnx` an exported file. ``detector(images)`` gives
+    / ``compile``, any precision), :meth:`from_onnx` / :meth:`from_openvino` an exported file,
+    float32 or int8. ``detector(images)`` gives
     dicts; :meth:`predict` takes batches already preprocessed (evaluation, ``predict_sources``).
 
     ``label_ids`` / ``class_names`` name the outputs; by default those stored with the weights
@@ -106,12 +107,24 @@ class Detector:
     def from_onnx(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                   postprocess_config: PostprocessConfig | None = None, threads: int | None = None,
                   **labels: Any) -> "Detector":
-        """A file from :func:`efficientdet.export.export_onnx`; its config comes from its metadata.
+        """An ONNX file from :func:`efficientdet.export.export_model` through ONNX Runtime; its
+        config comes from its metadata.
 
         With NMS in the graph, that NMS (hard, fixed at export) is used and ``postprocess_config``
         may not ask for another.
         """
-        backend = onnx_backend(path, device, threads)
+        return cls._from_file(path, onnx_backend(path, device, threads), postprocess_config, labels)
+
+    @classmethod
+    def from_openvino(cls, path: str | os.PathLike, postprocess_config: PostprocessConfig | None = None,
+                      threads: int | None = None, **labels: Any) -> "Detector":
+        """An OpenVINO IR (``.xml``) or ONNX file from :func:`efficientdet.export.export_model`
+        through OpenVINO on the CPU; otherwise as :meth:`from_onnx`."""
+        return cls._from_file(path, openvino_backend(path, threads=threads), postprocess_config, labels)
+
+    @classmethod
+    def _from_file(cls, path: str | os.PathLike, backend: Backend, postprocess_config: PostprocessConfig | None,
+                   labels: dict[str, Any]) -> "Detector":
         nms = backend.graph_nms
         if nms is not None and postprocess_config not in (None, nms):
             raise ValueError(f"{path} has hard NMS inside (IoU {nms.iou_threshold}, score threshold "

@@ -1,9 +1,9 @@
-"""Export to ONNX, TorchScript or ``torch.export``, BatchNorm folded, with a dynamic batch size.
+"""ONNX export through ``torch.onnx`` (dynamo), BatchNorm folded, with a dynamic batch size.
 
-Every format carries the raw per-level outputs (``cls_p3 … cls_p7``, ``box_p3 … box_p7``, as
+The graph carries the raw per-level outputs (``cls_p3 … cls_p7``, ``box_p3 … box_p7``, as
 :meth:`EfficientDet.forward` returns them) for preprocessed pixels at a fixed image size.
 
-ONNX can instead carry the whole detector after preprocessing (``nms=True``): box decoding,
+It can instead carry the whole detector after preprocessing (``nms=True``): box decoding,
 the per-anchor best class, ONNX ``NonMaxSuppression`` and clipping are in the graph, whose
 outputs are :class:`~efficientdet.postprocess.Detections` in network-input pixels (``boxes
 [B, K, 4]`` xyxy, ``scores [B, K]``, ``classes [B, K]``, -1 on padding rows, ``num_valid [B]``).
@@ -12,37 +12,31 @@ That NMS is *hard* NMS: ONNX has no soft-NMS operator, so a file with NMS inside
 official soft-NMS default. ``NonMaxSuppression`` is appended to the exported network with
 ``onnx.helper``, since ``torch.onnx`` has no ONNX NMS to trace into.
 
-The model's config (and the label space of its weights) travels in the ONNX metadata, so a file
-can be run without naming the model and gives the dataset's category ids and names.
+The model's config and label space travel in the file's metadata (:mod:`.metadata`); an int8
+file (:mod:`.quantize`) also says how it was calibrated.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import box_coder
-from .anchors import generate_anchors
-from .coco import LabelSpace
-from .config import ModelConfig, PostprocessConfig, config_from_dict, config_to_dict
-from .fuse import fuse_model
-from .model import EfficientDet
-from .postprocess import best_class_per_anchor, flatten_levels
-from .weights import label_metadata, read_label_space, stored_labels
+from .. import box_coder
+from ..anchors import generate_anchors
+from ..atomic import atomic_write
+from ..config import ModelConfig, PostprocessConfig
+from ..model import EfficientDet
+from ..postprocess import best_class_per_anchor, flatten_levels
+from ..weights import stored_labels
+from .metadata import ArtifactInfo, artifact_metadata
+from ..extras import require
 
-FORMATS = ("onnx", "torchscript", "torch-export")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch-export": ".pt2"}
 INPUT_NAME = "images"
 DETECTION_OUTPUTS = ("boxes", "scores", "classes", "num_valid")
-METADATA_KEY = "efficientdet.config"
-NMS_METADATA_KEY = "efficientdet.nms"
-LABEL_METADATA_PREFIX = "efficientdet."  # efficientdet.label_ids, efficientdet.names: as in our safetensors
 
 
 def raw_output_names(config: ModelConfig) -> list[str]:
@@ -77,52 +71,14 @@ class DecodedOutputs(nn.Module):
         return box_coder.decode(flatten_levels(box_out, 4), self.anchors), torch.sigmoid(best), classes
 
 
-def _example_input(model: EfficientDet, batch_size: int) -> torch.Tensor:
+def example_input(model: EfficientDet, batch_size: int) -> torch.Tensor:
     param = next(model.parameters())
     return torch.zeros(batch_size, 3, *model.config.image_size, dtype=param.dtype, device=param.device)
 
 
-def check_options(fmt: str, nms: bool) -> None:
-    """Refuse a format / option pair before any work is done."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    if nms and fmt != "onnx":
-        raise ValueError(f"NMS inside the exported file is only supported for --format onnx, not {fmt!r} "
-                         f"(export raw outputs and run efficientdet.postprocess on them)")
-
-
-def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms: bool = False,
-                 postprocess_config: PostprocessConfig | None = None) -> Path:
-    """Write ``model`` (BN folded, eval mode) to ``path`` in format ``fmt`` with a dynamic batch size.
-
-    ``nms`` (ONNX only) puts decoding and hard NMS with ``postprocess_config``'s IoU threshold,
-    score threshold and ``max_detections`` into the graph; its ``method`` must be ``"hard"``.
-    """
-    check_options(fmt, nms)
-    path = Path(path)
-    fused = fuse_model(model).cpu().float()
-    if fmt == "onnx":
-        return export_onnx(fused, path, nms=nms, postprocess_config=postprocess_config)
-    example = _example_input(fused, 2)
-    if fmt == "torchscript":
-        with torch.no_grad(), warnings.catch_warnings():
-            # The branches it warns of (SAME padding, resampling) depend on the image size only,
-            # which the export fixes: recording them as constants is right.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(RawOutputs(fused), example, check_trace=False)
-        traced.save(str(path))
-        return path
-    program = torch.export.export(RawOutputs(fused), (example,),
-                                  dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=1024)}})
-    torch.export.save(program, str(path))
-    return path
-
-
-def export_onnx(model: EfficientDet, path: Path, *, nms: bool = False,
-                postprocess_config: PostprocessConfig | None = None) -> Path:
-    """ONNX through ``torch.onnx.export`` (dynamo), then optionally the NMS tail (module docstring)."""
-    import onnx
-
+def onnx_graph(model: EfficientDet, nms: bool = False, postprocess_config: PostprocessConfig | None = None) -> Any:
+    """The ``onnx.ModelProto`` of ``model`` (BN folded by the caller), optionally with the NMS tail
+    (module docstring); no metadata yet."""
     post = postprocess_config or model.config.postprocess
     if nms and post.method != "hard":
         raise ValueError("ONNX has no soft-NMS operator: NMS inside the graph must be hard NMS (method='hard')")
@@ -131,21 +87,34 @@ def export_onnx(model: EfficientDet, path: Path, *, nms: bool = False,
     wrapper = DecodedOutputs(model) if nms else RawOutputs(model)
     names = ["nms_boxes", "nms_scores", "nms_classes"] if nms else raw_output_names(model.config)
     program = torch.onnx.export(
-        wrapper.eval(), (_example_input(model, 2),), input_names=[INPUT_NAME], output_names=names,
+        wrapper.eval(), (example_input(model, 2),), input_names=[INPUT_NAME], output_names=names,
         dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=1024)}}, dynamo=True,
         verbose=False, optimize=True,
     )
     proto = program.model_proto
     if nms:
         _append_nms(proto, post, model.config.image_size)
-    meta = {METADATA_KEY: json.dumps(config_to_dict(model.config)),
-            **{LABEL_METADATA_PREFIX + k: v for k, v in label_metadata(stored_labels(model)).items()}}
-    if nms:
-        meta[NMS_METADATA_KEY] = json.dumps(config_to_dict(post))
-    onnx.helper.set_model_props(proto, meta)
+    return proto
+
+
+def export_onnx(model: EfficientDet, path: str | os.PathLike, *, nms: bool = False,
+                postprocess_config: PostprocessConfig | None = None, calibration: Any = None,
+                keep_float: tuple[str, ...] | None = None) -> Path:
+    """Write ``model`` (BN folded) to ``path``, atomically; with a
+    :class:`~.quantize.Calibration`, int8 through ONNX Runtime (:func:`.quantize.quantize_onnx`)."""
+    onnx = require("onnx", "export")
+
+    proto = onnx_graph(model, nms, postprocess_config)
+    quantization = None
+    if calibration is not None:
+        from .quantize import quantize_onnx
+
+        proto, quantization = quantize_onnx(proto, calibration, keep_float)
+    info = ArtifactInfo(model.config, (postprocess_config or model.config.postprocess) if nms else None,
+                        stored_labels(model), quantization)
+    onnx.helper.set_model_props(proto, artifact_metadata(info))
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    return path
+    return atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
 
 
 def _append_nms(proto: Any, post: PostprocessConfig, image_size: tuple[int, int]) -> None:
@@ -222,30 +191,12 @@ def _ensure_opset(proto: Any, minimum: int) -> None:
             raise ValueError(f"the exported graph has opset {opset.version}; NMS needs at least {minimum}")
 
 
-def _onnx_properties(path: str | os.PathLike) -> dict[str, str]:
-    import onnx
+def read_onnx_properties(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata map of an ONNX file (its ``metadata_props``)."""
+    onnx = require("onnx", "export")
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError, OSError, ... for what is not an ONNX file
         raise ValueError(f"{path}: not a readable ONNX file ({e})") from None
-    props = {p.key: p.value for p in proto.metadata_props}
-    if METADATA_KEY not in props:
-        raise ValueError(f"{path}: no {METADATA_KEY} metadata; export it with 'efficientdet export'")
-    return props
-
-
-def read_onnx_metadata(path: str | os.PathLike) -> tuple[ModelConfig, PostprocessConfig | None]:
-    """(model config, in-graph NMS config or None) of a file written by :func:`export_onnx`."""
-    props = _onnx_properties(path)
-    config = config_from_dict(json.loads(props[METADATA_KEY]))
-    nms = props.get(NMS_METADATA_KEY)
-    return config, (config_from_dict(json.loads(nms), PostprocessConfig) if nms else None)
-
-
-def read_onnx_labels(path: str | os.PathLike) -> LabelSpace | None:
-    """The label space exported with the model (that of its weights), or None when it had none."""
-    props = _onnx_properties(path)
-    config = config_from_dict(json.loads(props[METADATA_KEY]))
-    labels = {k: props[LABEL_METADATA_PREFIX + k] for k in ("label_ids", "names") if LABEL_METADATA_PREFIX + k in props}
-    return read_label_space(path, labels, config.num_classes)
+    return {p.key: p.value for p in proto.metadata_props}

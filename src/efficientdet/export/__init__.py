@@ -1,0 +1,81 @@
+"""Export: one module per format, BatchNorm folded, a dynamic batch size.
+
+* :mod:`.onnx` — ONNX (raw outputs, or decoding + hard NMS in the graph), float32 or int8;
+* :mod:`.openvino` — OpenVINO IR converted from that ONNX graph, float32 or int8;
+* :mod:`.torchscript` — TorchScript and ``torch.export``;
+* :mod:`.quantize` — int8 calibration and the layers kept in float, shared by ONNX and OpenVINO;
+* :mod:`.metadata` — what an ONNX file or IR carries so that it runs and is evaluated on its own.
+
+Every file is written atomically: it appears only once the export has succeeded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import PostprocessConfig
+from ..extras import require
+from ..fuse import fuse_model
+from ..model import EfficientDet
+from .metadata import ArtifactInfo, artifact_format, read_metadata
+from .onnx import DETECTION_OUTPUTS, INPUT_NAME, raw_output_names
+from .quantize import Calibration, load_calibration
+
+FORMATS = ("onnx", "openvino", "torchscript", "torch-export")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "torch-export": ".pt2"}
+INT8_FORMATS = ("onnx", "openvino")
+
+__all__ = ["DETECTION_OUTPUTS", "FORMATS", "INPUT_NAME", "INT8_FORMATS", "SUFFIXES", "ArtifactInfo", "Calibration",
+           "artifact_format", "check_options", "export_model", "load_calibration", "raw_output_names", "read_metadata",
+           "require_runtimes"]
+
+
+def check_options(fmt: str, nms: bool, int8: bool = False) -> None:
+    """Refuse a format / option pair before any work is done."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if nms and fmt != "onnx":
+        raise ValueError(f"NMS inside the exported file is only supported for --format onnx, not {fmt!r} "
+                         f"(export raw outputs and run efficientdet.postprocess on them)")
+    if int8 and fmt not in INT8_FORMATS:
+        raise ValueError(f"--format {fmt} cannot hold an int8 model; --int8 is for {' and '.join(INT8_FORMATS)}")
+    if int8 and nms:
+        raise ValueError("--int8 quantises the network's raw outputs; export it without --nms")
+
+
+def require_runtimes(fmt: str, int8: bool = False) -> None:
+    """Import what exporting to ``fmt`` needs, so that a missing extra is named before any work."""
+    modules = {"onnx": [("onnx", "export")] + ([("onnxruntime.quantization", "export")] if int8 else []),
+               "openvino": [("onnx", "openvino"), ("openvino", "openvino")] + ([("nncf", "openvino")] if int8 else [])}
+    for module, extra in modules.get(fmt, []):
+        require(module, extra)
+
+
+def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms: bool = False,
+                 postprocess_config: PostprocessConfig | None = None, calibration: Calibration | None = None,
+                 keep_float: Sequence[str] | None = None) -> Path:
+    """Write ``model`` (BN folded, eval mode) to ``path`` in format ``fmt`` with a dynamic batch size.
+
+    ``nms`` (ONNX only) puts decoding and hard NMS with ``postprocess_config``'s IoU threshold,
+    score threshold and ``max_detections`` into the graph; its ``method`` must be ``"hard"``.
+    ``calibration`` (ONNX, OpenVINO; :func:`~.quantize.load_calibration`) makes the file int8,
+    ``keep_float`` naming the rules of :data:`~.quantize.FLOAT_RULES` whose layers stay in float
+    (default :data:`~.quantize.DEFAULT_KEEP_FLOAT`).
+    """
+    check_options(fmt, nms, calibration is not None)
+    require_runtimes(fmt, calibration is not None)
+    fused = fuse_model(model).cpu().float()
+    if fmt == "onnx":
+        from .onnx import export_onnx
+
+        return export_onnx(fused, path, nms=nms, postprocess_config=postprocess_config, calibration=calibration,
+                           keep_float=keep_float)
+    if fmt == "openvino":
+        from .openvino import export_openvino
+
+        return export_openvino(fused, path, calibration, keep_float)
+    from .torchscript import export_program, export_torchscript
+
+    return export_torchscript(fused, path) if fmt == "torchscript" else export_program(fused, path)

@@ -1,0 +1,60 @@
+"""``efficientdet eval`` on exported files: the PyTorch model's metrics and detections, through
+the same Detector front end, from the file alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export_builders import cli
+
+
+def evaluate(exported, tmp_path, name, *weights):
+    metrics, preds = tmp_path / f"{name}.json", tmp_path / f"{name}-preds.json"
+    code, out, err = cli("eval", "--data", exported.data, *weights, "--workers", "0", "--threads", "1",
+                         "--json", metrics, "--save-predictions", preds)
+    assert code == 0, err
+    return json.loads(metrics.read_text()), json.loads(preds.read_text())
+
+
+def assert_same_detections(a: list[dict], b: list[dict], score_tol: float = 1e-4, box_tol: float = 0.05) -> None:
+    """The same results per image and category, as sets: equal scores may come in either order."""
+    assert len(a) == len(b)
+    key = lambda r: (r["image_id"], r["category_id"], -r["score"])  # noqa: E731
+    for r, s in zip(sorted(a, key=key), sorted(b, key=key)):
+        assert (r["image_id"], r["category_id"]) == (s["image_id"], s["category_id"])
+        assert abs(r["score"] - s["score"]) <= score_tol
+        assert max(abs(u - v) for u, v in zip(r["bbox"], s["bbox"])) <= box_tol
+
+
+def test_float32_files_give_the_pytorch_models_metrics_and_detections(exported, tmp_path):
+    eager, eager_preds = evaluate(exported, tmp_path, "eager", "--model", "efficientdet-lite0", "--weights",
+                                  exported.weights, "--image-size", "128")
+    files = {"onnxruntime": ["--weights", exported.files["onnx", "float32"]],
+             "openvino": ["--weights", exported.files["openvino", "float32"]],
+             "openvino-on-onnx": ["--backend", "openvino", "--weights", exported.files["onnx", "float32"]]}
+    assert len(eager_preds) > 100  # random weights: many low scores, every one compared
+    for name, weights in files.items():
+        metrics, preds = evaluate(exported, tmp_path, name, *weights)
+        assert metrics.keys() == eager.keys()
+        assert all(abs(metrics[k] - eager[k]) <= 1e-3 for k in eager), name
+        assert_same_detections(preds, eager_preds)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_int8_files_are_evaluated_with_the_datasets_label_ids(exported, tmp_path, fmt):
+    metrics, preds = evaluate(exported, tmp_path, fmt, "--weights", exported.files[fmt, "int8"])
+    assert {"AP", "AP50", "AR100"} <= set(metrics) and preds
+    assert {r["category_id"] for r in preds} <= {1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("fmt, argv, message", [
+    ("onnx", ["--model", "efficientdet-d0"], "holds efficientdet-lite0, not efficientdet-d0"),
+    ("onnx", ["--image-size", "256"], "was exported at 128x128; re-export it for another --image-size"),
+    ("openvino", ["--backend", "onnxruntime"], "ONNX Runtime runs .onnx files; run an OpenVINO IR with --backend openvino"),
+])
+def test_options_a_file_fixes_are_refused(exported, fmt, argv, message):
+    code, _, err = cli("eval", "--data", exported.data, "--weights", exported.files[fmt, "float32"], *argv,
+                       "--workers", "0")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
