@@ -55,7 +55,7 @@ def test_the_plan_sets_the_length_and_cadence_and_says_why():
     record = {"epoch": 1, "train_s": 36.0, "eval_s": 8.0, "images_per_s": 6.6}
     # 420 s left: 11 epochs take 10 × 36 + 6 × 8 = 408 s more, 12 take 11 × 36 + 4 × 8 = 428 s.
     assert plan(TrainConfig(epochs=48, eval_every=1), record) == TrainConfig(epochs=11, eval_every=2)
-    assert lines == ["time budget 8.0 min: 50 s spent up to the end of epoch 1; an epoch trains in 36.0 s "
+    assert lines == ["time budget 8 min: 50 s spent up to the end of epoch 1; an epoch trains in 36.0 s "
                      "(6.6 images/s), a validation takes 8.0 s; 11 epochs, validating every 2 epochs and after the "
                      "last, end in ≈ 7.8 min"]
 

@@ -60,7 +60,7 @@ def fit_to_budget(budget_s: float, started: float, low: int, high: int, finish_s
         every = eval_every_for(epochs)
         bound = " (the most)" if epochs == high else " (the least: over the budget)" if end > budget_s else ""
         cadence = "after every epoch" if every == 1 else f"every {every} epochs and after the last"
-        log(f"time budget {budget_s / 60:.1f} min: {elapsed:.0f} s spent up to the end of epoch 1; an epoch trains in "
+        log(f"time budget {budget_s / 60:g} min: {elapsed:.0f} s spent up to the end of epoch 1; an epoch trains in "
             f"{epoch_s:.1f} s ({record['images_per_s']:.1f} images/s), a validation takes {eval_s:.1f} s; "
             f"{epochs} epochs{bound}, validating {cadence}, end in ≈ {end / 60:.1f} min")
         return dataclasses.replace(cfg, epochs=epochs, eval_every=every)
