@@ -37,8 +37,7 @@ class TrainState:
         atomic_torch_save({
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None, "epochs": self.epochs,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best_ap": self.best_ap,
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best_ap": self.best_ap,
             "history": self.history, "rng": rng_state(),
         }, path)
 
