@@ -30,11 +30,11 @@ image, which such an image would blow up.
 
 from .coco import load_coco
 from .common import DEFAULT_MAX_BOXES, Box, Object
-from .spec import FORMATS, SPLITS, DatasetSpec, load_dataset_yaml, load_split
+from .spec import FORMATS, SPLITS, DatasetSpec, load_dataset_yaml, load_split, split_source
 from .voc import VOC_CLASSES, load_voc
 from .yolo import IMAGE_SUFFIXES, load_yolo
 
 __all__ = [
     "DEFAULT_MAX_BOXES", "FORMATS", "IMAGE_SUFFIXES", "SPLITS", "VOC_CLASSES", "Box", "DatasetSpec", "Object",
-    "load_coco", "load_dataset_yaml", "load_split", "load_voc", "load_yolo",
+    "load_coco", "load_dataset_yaml", "load_split", "load_voc", "load_yolo", "split_source",
 ]

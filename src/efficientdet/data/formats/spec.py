@@ -103,9 +103,14 @@ def load_split(spec: DatasetSpec, split: str, max_boxes: int = DEFAULT_MAX_BOXES
     args = spec.splits[split]
     parsed = parser(**args, names=spec.names, max_boxes=max_boxes, problems=problems)
     if not parsed.samples:  # nothing to train on or to score: say where, not fail later
-        source = args.get("annotations") or args.get("images") or args.get("root")
-        raise DatasetError(f"{source}: the {split} split has no images", EMPTY_SPLIT)
+        raise DatasetError(f"{split_source(spec, split)}: the {split} split has no images", EMPTY_SPLIT)
     return parsed
+
+
+def split_source(spec: DatasetSpec, split: str) -> Path:
+    """The file or folder that holds a split's annotations: what a message about the split names."""
+    args = spec.splits[split]
+    return args.get("annotations") or args.get("images") or args.get("root")
 
 
 def _names(value: Any, where: str) -> list[str]:
