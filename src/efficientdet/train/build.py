@@ -3,6 +3,7 @@ optimisation state a step needs."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple
@@ -130,10 +131,11 @@ class Optimisation:
 
 
 def build_optimisation(cfg: TrainConfig, model: nn.Module, world: int, device: torch.device,
-                       steps_per_epoch: int) -> Optimisation:
-    """The official recipe: the learning rate scaled to the global batch, warm-up then cosine per step."""
+                       steps_per_epoch: int, new_head: Collection[nn.Parameter] = ()) -> Optimisation:
+    """The learning rate scaled to the global batch (``new_head_lr`` times it for ``new_head``, the
+    prediction layers initialised afresh over loaded weights), warm-up then cosine per step."""
     optimizer = build_optimizer(model, cfg.optimizer, scaled_lr(cfg.lr, cfg.batch_size * world), cfg.weight_decay,
-                                cfg.momentum)
+                                cfg.momentum, new_head, cfg.new_head_lr)
     lr_at = lr_schedule(cfg, world, steps_per_epoch)
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None

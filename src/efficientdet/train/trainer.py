@@ -48,6 +48,7 @@ from .build import (Loaders, Optimisation, Splits, build_loaders, build_optimisa
                     frozen_batch_norms, load_splits, lr_schedule)
 from .config import TrainConfig, validates
 from .engine import LossFn, NonFiniteLoss, efficientdet_loss, train_one_epoch
+from .recipes import resolve_recipe
 from .run_folder import RunFolder
 from .signals import Interrupted, StopSignals
 from .state import TrainState
@@ -77,17 +78,19 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     folder = RunFolder(Path(cfg.out), main=rank == 0, log=log)
     folder.prepare(cfg)  # before the dataset is read: a refusal comes at once
     splits = load_splits(cfg, folder.log)
-    model, frozen_bn = build_model(cfg, splits.train.num_classes, world, device, folder.log)
+    cfg, recipe = resolve_recipe(cfg, len(splits.train.samples))
+    folder.log(recipe)
+    model, frozen_bn, new_head = build_model(cfg, splits.train.num_classes, world, device, folder.log)
     mcfg = model.config
     loaders = build_loaders(cfg, mcfg, splits, rank, world, device)
-    opt = build_optimisation(cfg, model, world, device, loaders.steps_per_epoch)
+    opt = build_optimisation(cfg, model, world, device, loaders.steps_per_epoch, new_head)
     anchors = generate_anchors(mcfg).to(device)
     loss_fn = efficientdet_loss(anchors, cfg.loss, opt.amp_dtype)
     state = TrainState(model, opt.ema, opt.optimizer, opt.scaler, epochs=cfg.epochs)
     run = _Run(cfg, world, folder, splits, loaders, opt, anchors, loss_fn, frozen_bn, state)
     if cfg.resume:
         _resume(run)
-    folder.start(run.cfg, mcfg, splits.train, world)
+    folder.start(run.cfg, mcfg, splits.train, world, recipe)
     results = _run_epochs(run, on_epoch, plan)
     folder.finish(state.history, splits.val, results)
     return {"out": str(folder.out), "epochs": state.epoch, "step": state.step, "best_AP": state.best_ap,
@@ -95,14 +98,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
 
 
 def build_model(cfg: TrainConfig, num_classes: int, world: int, device: torch.device,
-                log: Callable[[str], None]) -> tuple[EfficientDet, list[nn.Module]]:
-    """The model with its start weights and frozen parts, on ``device``; and its frozen BN layers."""
+                log: Callable[[str], None]) -> tuple[EfficientDet, list[nn.Module], list[nn.Parameter]]:
+    """The model with its start weights and frozen parts, on ``device``; its frozen BN layers; and
+    the parameters of the prediction layers initialised afresh over loaded weights."""
     overrides = {"num_classes": num_classes}
     if cfg.image_size:
         overrides["image_size"] = cfg.image_size
+    if not cfg.stochastic_depth:
+        overrides["survival_prob"] = None
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **overrides)
-    how = _init_weights(model, cfg)
+    how, new_head = _init_weights(model, cfg)
     log(f"{model.config.name}, {num_classes} classes, {model.config.image_size}: {how}")
     if cfg.freeze_backbone:
         model.backbone.requires_grad_(False)
@@ -117,12 +123,13 @@ def build_model(cfg: TrainConfig, num_classes: int, world: int, device: torch.de
         log(f"freeze_bn: {len(frozen_bn)} BN layers keep their loaded statistics ({scope})")
     # Weights in channels_last make every conv run NHWC, whatever the layout of the input batch.
     model.to(device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    return model, frozen_bn
+    return model, frozen_bn, [p for name, p in model.named_parameters() if new_head and name.startswith(new_head)]
 
 
-def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
+def _init_weights(model: EfficientDet, cfg: TrainConfig) -> tuple[str, tuple[str, ...]]:
     """Start weights: a full checkpoint (class head re-initialised when the class count differs),
-    else ImageNet backbone weights, else the fresh initialisation."""
+    else ImageNet backbone weights, else the fresh initialisation. Returns what was done, and the
+    name prefixes of the layers initialised afresh over loaded weights."""
     if cfg.weights:
         path, _ = resolve(cfg.weights, model.config.name)  # a zoo name (coco) → its cached file
         src_classes = COCO_NUM_CLASSES  # official checkpoints and effdet's COCO models
@@ -133,10 +140,10 @@ def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
         state = remap_state(read_weights(source, path), model.state_dict(), str(cfg.weights), ignore=new_head)
         model.load_state_dict(state, strict=not new_head)
         head = "" if src_classes == model.config.num_classes else f" (class head re-initialised: {src_classes} → {model.config.num_classes} classes)"
-        return f"weights from {cfg.weights}{head}"
+        return f"weights from {cfg.weights}{head}", new_head
     if cfg.backbone_weights:
-        return load_pretrained_backbone(model, None if cfg.backbone_weights == "imagenet" else cfg.backbone_weights)
-    return "trained from scratch (random initialisation)"
+        return load_pretrained_backbone(model, None if cfg.backbone_weights == "imagenet" else cfg.backbone_weights), ()
+    return "trained from scratch (random initialisation)", ()
 
 
 @dataclass
