@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import ModelConfig, feature_sizes
-from ..data import (DatasetError, DatasetSpec, DatasetSplit, DetectionDataset, TrainTransform, build_loader,
+from ..data.check import training_problem
+from ..data import (DatasetSpec, DatasetSplit, DetectionDataset, TrainTransform, build_loader,
                     load_dataset_yaml, load_split)
 from ..evaluate import eval_loader
 from ..model import EfficientDet
@@ -41,17 +42,10 @@ def load_splits(cfg: TrainConfig, log: Callable[[str], None]) -> Splits:
 
 
 def _require_training_boxes(split: DatasetSplit, spec: DatasetSpec) -> None:
-    """A split without one box to learn from would train the background only, and end as if it had worked."""
-    report = split.report
-    if report.boxes > report.crowd:
-        return
-    if report.crowd:
-        why = f"all its {report.crowd} boxes are crowd / difficult, which training ignores"
-    elif report.missing_labels == report.images:
-        why = f"none of its {report.images} images has a label file in {spec.splits['train'].get('labels')}"
-    else:
-        why = f"none of its {report.images} images has a box"
-    raise DatasetError(f"{spec.source}: the train split has nothing to train on: {why}")
+    """The data check's refusal of a split without one box to learn from, raised here."""
+    problem = training_problem(split, spec)
+    if problem is not None:
+        raise problem
 
 
 def frozen_batch_norms(model: EfficientDet, cfg: TrainConfig) -> list[nn.Module]:
