@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,16 @@ def test_demo_fits_its_length_to_the_budget_and_writes_its_dataset_metrics_curve
     assert (out / "data").is_dir() and (out / "curves.png").stat().st_size > 0
     assert len(list((out / "val_images").glob("*.png"))) == 4
     assert (out / "weights" / "best.safetensors").is_file()
+
+
+def test_the_clock_starts_with_the_process():
+    """The budget counts the interpreter's start and imports: a process that sleeps a second
+    before importing the demo finds itself at least a second old, and no older than it is."""
+    code = ("import time; time.sleep(1); from efficientdet.cli.demo import process_start; "
+            "print(time.perf_counter() - process_start())")
+    start = time.perf_counter()
+    age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 1.0 <= age <= time.perf_counter() - start + 0.05  # /proc/uptime ticks in hundredths
 
 
 @pytest.mark.parametrize("given, seconds", [((None, None), 480.0), (("2.5", None), 150.0), ((None, 24), None)])
