@@ -1,7 +1,9 @@
 """The options several subcommands share, declared and read here once, so that every command
 speaks one dialect: ``--device``, ``--half`` / ``--bf16``, ``--threads``, ``--image-size`` (``N``
 or ``HxW`` everywhere) and the NMS options, whose ``--nms`` takes the config's own words
-(:class:`~efficientdet.config.PostprocessConfig`: ``gaussian`` or ``hard``).
+(:class:`~efficientdet.config.PostprocessConfig`: ``gaussian`` or ``hard``). ``predict`` and
+``serve`` build their detector from these options the same way (:func:`build_detector`) and guard
+memory with the same ``--max-megapixels``.
 
 Values are checked when a command starts, before any file is read; an error names the option.
 """
@@ -9,9 +11,12 @@ Values are checked when a command starts, before any file is read; an error name
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 
 from ..config import PostprocessConfig, get_config, min_input_size
 
+DEFAULT_MODEL = "efficientdet-d0"
 NMS_METHODS = ("gaussian", "hard")
 NMS_OPTIONS = ("score_threshold", "iou_threshold", "max_detections")
 NMS_HELP = {
@@ -145,3 +150,39 @@ def postprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
     if args.nms is not None:
         changes["method"] = args.nms
     return changes
+
+
+def add_max_megapixels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger images (memory guard)")
+
+
+def pixel_budget(max_megapixels: float) -> int:
+    """``--max-megapixels`` → a pixel count, refusing values that would disable the memory guard."""
+    if not math.isfinite(max_megapixels) or max_megapixels <= 0:
+        raise ValueError(f"max megapixels must be a positive number, got {max_megapixels}")
+    return int(max_megapixels * 1e6)
+
+
+def build_detector(args: argparse.Namespace, device, changes: dict[str, object],
+                   image_size: tuple[int, int] | None):
+    """A :class:`~efficientdet.inference.Detector` for ``--backend``, ``--model`` (default
+    efficientdet-d0), ``--weights`` (default: coco; or an exported file, run by its runtime), the
+    precision and NMS ``changes``."""
+    from .. import create_model
+    from ..inference import Detector
+    from .exported import exported_detector, file_backend
+
+    backend = file_backend(args)
+    if backend is not None:
+        def post(config, graph_nms):
+            return dataclasses.replace(graph_nms or config.postprocess, **changes) if changes else None
+
+        return exported_detector(args, backend, device, image_size, post)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    model = create_model(args.model or DEFAULT_MODEL, weights=args.weights or "coco",
+                         **({"image_size": image_size} if image_size else {}))
+    post = dataclasses.replace(model.config.postprocess, **changes)
+    return Detector.from_model(model, args.backend or "eager", device, precision(args), post)

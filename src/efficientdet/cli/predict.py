@@ -13,20 +13,17 @@ not be, or lie above, a folder holding an input: nothing is ever written over an
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import sys
 from pathlib import Path
 
 from ..config import get_config
 from ..inference.backends import BACKENDS
 from ..inference.video import DEFAULT_MAX_VIDEO_FRAMES
-from .options import (add_device, check_weights_name, add_image_size, add_model, add_nms, add_precision, add_threads,
-                      add_weights,
-                      postprocess_overrides, precision, resolve_image_size, subcommand)
+from .options import (DEFAULT_MODEL, add_device, add_image_size, add_max_megapixels, add_model, add_nms,
+                      add_precision, add_threads, add_weights, build_detector, check_weights_name, pixel_budget,
+                      postprocess_overrides, resolve_image_size, subcommand)
 
 
-DEFAULT_MODEL = "efficientdet-d0"
 DEFAULT_OUT = Path("runs/predict")
 
 
@@ -39,40 +36,11 @@ def fresh_folder(base: Path) -> Path:
     return next(base.with_name(f"{base.name}{i}") for i in range(2, len(taken) + 3) if f"{base.name}{i}" not in taken)
 
 
-def pixel_budget(max_megapixels: float) -> int:
-    """``--max-megapixels`` → a pixel count, refusing values that would disable the memory guard."""
-    if not math.isfinite(max_megapixels) or max_megapixels <= 0:
-        raise ValueError(f"max megapixels must be a positive number, got {max_megapixels}")
-    return int(max_megapixels * 1e6)
-
-
 def frame_budget(max_video_frames: int) -> int:
     """``--max-video-frames``, refusing values that would disable the memory guard."""
     if max_video_frames < 1:
         raise ValueError(f"max video frames must be a positive number, got {max_video_frames}")
     return max_video_frames
-
-
-def build_detector(args: argparse.Namespace, device, changes: dict[str, object],
-                   image_size: tuple[int, int] | None):
-    """A :class:`~efficientdet.inference.Detector` for the chosen backend, weights and options."""
-    from .. import create_model
-    from ..inference import Detector
-    from .exported import exported_detector, file_backend
-
-    backend = file_backend(args)
-    if backend is not None:
-        def post(config, graph_nms):
-            return dataclasses.replace(graph_nms or config.postprocess, **changes) if changes else None
-
-        return exported_detector(args, backend, device, image_size, post)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    model = create_model(args.model or DEFAULT_MODEL, weights=args.weights or "coco", **({"image_size": image_size} if image_size else {}))
-    post = dataclasses.replace(model.config.postprocess, **changes)
-    return Detector.from_model(model, args.backend or "eager", device, precision(args), post)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,7 +143,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-draw", action="store_true", help="write no annotated images or videos")
     p.add_argument("--save-json", action="store_true", help="also one JSON file per image / video in OUT/labels")
     p.add_argument("--save-txt", action="store_true", help="also one text file per image / video in OUT/labels")
-    p.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger images (memory guard)")
+    add_max_megapixels(p)
     p.add_argument("--max-video-frames", type=int, default=DEFAULT_MAX_VIDEO_FRAMES,
                    help="refuse longer videos (memory guard: detections are kept for detections.json)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input could not be read")
