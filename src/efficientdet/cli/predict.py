@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     changes = postprocess_overrides(args)
     image_size = resolve_image_size(args, args.model)
     if args.batch_size < 1 or args.workers < 0 or (args.threads is not None and args.threads < 1):
-        raise ValueError("--batch-size and --threads must be >= 1 and --workers >= 0")
+        raise ValueError("--batch-size must be >= 1, --threads >= 1 and --workers >= 0")
     max_pixels = pixel_budget(args.max_megapixels)
     max_frames = frame_budget(args.max_video_frames)
     rank, world, device = init_distributed(args.device)
