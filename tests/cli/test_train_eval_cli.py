@@ -193,7 +193,8 @@ def test_train_refuses_a_run_folder_in_use_unless_resumed_or_replaced(data, tmp_
     assert main(quick_train(data, out, "--exist-ok", "--set", "max_steps=1")) == 0  # stops before any epoch ends
     assert "--exist-ok: removed the previous run's config.json, metrics.jsonl, train_state.pt, weights, " \
            "curves.png, val_images" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} - {"tensorboard"} == {"config.json", "train_state.pt", "weights"}
+    assert {p.name for p in out.iterdir()} - {"tensorboard"} == {"config.json", "data_check.json", "train_state.pt",
+                                                                 "weights"}
     assert [p.name for p in (out / "weights").iterdir()] == ["last.safetensors"]
 
 
@@ -381,3 +382,96 @@ def test_bad_recipe_or_set_is_one_line_naming_the_valid_ones(extra, message, tmp
     assert main(["train", "--data", "missing.yaml", "--out", "x", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def copy_dataset(data, folder):
+    """A copy of the module's dataset (its JSON files; the images are shared) to break or change."""
+    folder.mkdir()
+    for split in ("train", "val"):
+        (folder / f"{split}.json").write_text((data.parent / f"{split}.json").read_text())
+    (folder / "data.yaml").write_text(json.dumps({"format": "coco", **{
+        split: {"images": str(data.parent / "images"), "annotations": f"{split}.json"} for split in ("train", "val")}}))
+    return folder / "data.yaml"
+
+
+def edit_split(path, split, change):
+    record = json.loads((path.parent / f"{split}.json").read_text())
+    change(record)
+    (path.parent / f"{split}.json").write_text(json.dumps(record))
+    return path.parent / f"{split}.json"
+
+
+def test_train_refuses_a_dataset_listing_every_problem_found_in_one_pass(data, tmp_path, capsys):
+    """Not one problem per attempt: the negative box, the unknown category (train split) and the
+    missing image (val split) in one error, before anything is written."""
+    copy = copy_dataset(data, tmp_path / "bad")
+
+    def train_change(record):
+        record["annotations"][0]["bbox"] = [1, 1, -5, 5]
+        record["annotations"][1]["category_id"] = 77
+    train_json = edit_split(copy, "train", train_change)
+    val_json = edit_split(copy, "val", lambda r: r["images"][0].__setitem__("file_name", "gone.jpg"))
+    assert main(quick_train(copy, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines[0] == (f"efficientdet train: error: {copy}: 3 problems in the dataset, the first 20 of each kind "
+                        "listed (`efficientdet data check` adds the statistics):")
+    assert "  negative box size: 1" in lines and "  unknown class: 1" in lines and "  missing file: 1" in lines
+    assert f"    {train_json}: annotation id " in err and "category_id 77 is not in 'categories'" in err
+    assert f"    {val_json}: 1 of 4 images missing: " in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_boxes_that_no_anchor_can_match_in_one_line_with_the_fix(data, tmp_path, capsys):
+    copy = copy_dataset(data, tmp_path / "dots")
+    edit_split(copy, "train", lambda r: [a.__setitem__("bbox", [a["bbox"][0], a["bbox"][1], 1, 1])
+                                         for a in r["annotations"]])
+    assert main(quick_train(copy, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"efficientdet train: error: {copy}: 0.0% of the ")
+    assert ("training boxes have an anchor with IoU >= 0.5 (efficientdet-lite0 at 128x128, anchor_scale 3): none "
+            "can be matched; ") in err
+    assert not (tmp_path / "run" / "weights").exists()
+
+
+def test_anchor_scale_auto_takes_the_best_grid_scale_and_the_weights_carry_it(data, tmp_path, capsys):
+    """The scale of the grid that matches the most training boxes is the run's: printed with the
+    grid, in config.json, and in the weights, which create_model reads back with it."""
+    from efficientdet import create_model
+    from efficientdet.anchor_fit import best_scale, scale_shares
+    from efficientdet.config import get_config, override
+    from efficientdet.data import load_dataset_yaml, load_split
+    from efficientdet.data.check import training_boxes
+
+    copy = copy_dataset(data, tmp_path / "clip")
+    train_json = edit_split(copy, "train", lambda r: r["annotations"][0].__setitem__("bbox", [100, 100, 60, 60]))
+    out = tmp_path / "run"
+    assert main(quick_train(copy, out, "--set", "max_steps=1", "--set", "anchors.anchor_scale=auto")) == 0
+    printed = capsys.readouterr().out
+    split = load_split(load_dataset_yaml(copy), "train")
+    config = override(get_config("efficientdet-lite0"), image_size=128, num_classes=split.num_classes)
+    boxes, sizes, _ = training_boxes(split)
+    shares = scale_shares(boxes, sizes, config, 0.5)
+    scale = best_scale(shares, 3.0)
+    assert f"anchors.anchor_scale=auto: {scale:g} (train boxes with an anchor of IoU >= 0.5 by scale: 1 " in printed
+    assert f"anchor fit (efficientdet-lite0 at 128x128, anchor_scale {scale:g}, aspect ratios 1, 2, 0.5): " in printed
+    assert f"warning: box clipped to the image: 1, e.g. {train_json}: annotation id " in printed
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["anchors"]["anchor_scale"] == saved["model"]["anchors"]["anchor_scale"] == scale
+    check = json.loads((out / "data_check.json").read_text())
+    assert check["splits"]["train"]["boxes"] == len(boxes) and check["anchor_fit"]["anchor_scale"] == scale
+    assert list(check["problems"]["warnings"]) == ["box clipped to the image"]
+    model = create_model("efficientdet-lite0", weights=out / "weights" / "last.safetensors", image_size=128)
+    assert model.config.anchors.anchor_scale == scale
+
+
+def test_anchor_settings_are_a_nested_section_of_set():
+    cfg = apply_sets(TrainConfig(), ["anchors.anchor_scale=auto", "anchors.aspect_ratios=1,2,0.5,4,0.25"])
+    assert cfg.anchors.anchor_scale == "auto" and cfg.anchors.aspect_ratios == (1.0, 2.0, 0.5, 4.0, 0.25)
+    assert apply_sets(TrainConfig(), ["anchors.anchor_scale=2.5"]).anchors.anchor_scale == 2.5
+    assert config_from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))), TrainConfig) == cfg
+    with pytest.raises(ValueError, match="TrainConfig.anchors.anchor_scale must be a positive number or 'auto', "
+                                         "got 'big'"):
+        apply_sets(TrainConfig(), ["anchors.anchor_scale=big"])
+    with pytest.raises(ValueError, match="--set anchors.scale: unknown field; valid: anchor_scale, aspect_ratios$"):
+        apply_sets(TrainConfig(), ["anchors.scale=2"])
