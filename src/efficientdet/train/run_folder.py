@@ -72,11 +72,17 @@ class RunFolder:
         if not self.main:
             return
         self.weights.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(
-            {"train": config_to_dict(cfg), "model": config_to_dict(mcfg), "recipe": recipe, "names": split.names,
-             "label_ids": split.label_ids, "world_size": world}, indent=2, default=str))
+        self.recipe = recipe
+        self.write_config(cfg, mcfg, split, world)
         (self.out / "data_check.json").write_text(json.dumps(check.to_dict(), indent=2))
         self._board = _tensorboard(self.out)
+
+    def write_config(self, cfg: TrainConfig, mcfg: ModelConfig, split: DatasetSplit, world: int) -> None:
+        """config.json; written again when a plan fixes the run's length after its first epoch."""
+        if self.main:
+            (self.out / "config.json").write_text(json.dumps(
+                {"train": config_to_dict(cfg), "model": config_to_dict(mcfg), "recipe": self.recipe,
+                 "names": split.names, "label_ids": split.label_ids, "world_size": world}, indent=2, default=str))
 
     def checkpoint(self, state: TrainState) -> None:
         """The training state, and the EMA weights as ``last.safetensors``."""
