@@ -338,6 +338,9 @@ def test_recipe_official_keeps_the_model_stochastic_depth_and_set_overrides_its_
                               "warmup_init, warmup_epochs, new_head_lr, ema_decay, freeze_bn)"),
     (["--set", "recipe=official"], "--set recipe: the recipe is chosen with --recipe, before --set changes its fields"),
     (["--set", "optim.lr=1"], "--set optim.lr: only loss.<field>"),
+    (["--set", "anchors.aspect_ratios=1,0"], "TrainConfig.anchors.aspect_ratios must be positive numbers, got (1.0, 0.0)"),
+    (["--set", "anchors.anchor_scale=-2"], "TrainConfig.anchors.anchor_scale must be a positive number or 'auto', "
+                                           "got -2.0"),
 ])
 def test_bad_recipe_or_set_is_one_line_naming_the_valid_ones(extra, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -391,40 +394,61 @@ def test_train_refuses_boxes_that_no_anchor_can_match_in_one_line_with_the_fix(d
     assert main(quick_train(copy, tmp_path / "run")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"efficientdet train: error: {copy}: 0.0% of the ")
-    assert ("training boxes have an anchor with IoU >= 0.5 (efficientdet-lite0 at 128x128, anchor_scale 3): none "
-            "can be matched; ") in err
+    assert err.endswith("training boxes have an anchor with IoU >= 0.5 (efficientdet-lite0 at 128x128, anchor_scale "
+                        "3): none can be matched; no larger --image-size, anchors.anchor_scale or "
+                        "anchors.aspect_ratios tried gives more; are the boxes in the pixels of their images?\n")
     assert not (tmp_path / "run" / "weights").exists()
 
 
-def test_anchor_scale_auto_takes_the_best_grid_scale_and_the_weights_carry_it(data, tmp_path, capsys):
-    """The scale of the grid that matches the most training boxes is the run's: printed with the
-    grid, in config.json, and in the weights, which create_model reads back with it."""
-    from efficientdet import create_model
+def test_anchor_scale_auto_takes_the_best_grid_scale_and_the_weights_carry_it(data, tmp_path, capsys, monkeypatch):
+    """Boxes half their size: the scale of the grid that matches the most training boxes (not the
+    model's 3) is the run's, printed with the grid after the fit and warnings of the data check, in
+    config.json, and in the weights, from which create_model, eval and predict rebuild the anchors."""
+    import efficientdet
     from efficientdet.anchor_fit import best_scale, scale_shares
     from efficientdet.config import get_config, override
     from efficientdet.data import load_dataset_yaml, load_split
     from efficientdet.data.check import training_boxes
 
-    copy = copy_dataset(data, tmp_path / "clip")
-    train_json = edit_split(copy, "train", lambda r: r["annotations"][0].__setitem__("bbox", [100, 100, 60, 60]))
+    def halve(record):
+        for a in record["annotations"]:
+            a["bbox"] = [*a["bbox"][:2], a["bbox"][2] / 2, a["bbox"][3] / 2]
+        record["annotations"][0]["bbox"] = [100, 100, 60, 60]  # clipped to the 128 px image: a warning
+
+    copy = copy_dataset(data, tmp_path / "small")
+    train_json = edit_split(copy, "train", halve)
     out = tmp_path / "run"
-    assert main(quick_train(copy, out, "--set", "max_steps=1", "--set", "anchors.anchor_scale=auto")) == 0
+    assert main(quick_train(copy, out, "--set", "eval_every=1", "--set", "anchors.anchor_scale=auto")) == 0
     printed = capsys.readouterr().out
     split = load_split(load_dataset_yaml(copy), "train")
     config = override(get_config("efficientdet-lite0"), image_size=128, num_classes=split.num_classes)
     boxes, sizes, _ = training_boxes(split)
     shares = scale_shares(boxes, sizes, config, 0.5)
     scale = best_scale(shares, 3.0)
+    assert scale != 3.0 and shares[scale] == max(shares.values()) > shares[3.0]
     assert f"anchors.anchor_scale=auto: {scale:g} (train boxes with an anchor of IoU >= 0.5 by scale: 1 " in printed
     assert f"anchor fit (efficientdet-lite0 at 128x128, anchor_scale {scale:g}, aspect ratios 1, 2, 0.5): " in printed
     assert f"warning: box clipped to the image: 1, e.g. {train_json}: annotation id " in printed
+    assert printed.index("anchor fit (") < printed.index("epoch=1 ")  # at the start, before any epoch
     saved = json.loads((out / "config.json").read_text())
     assert saved["train"]["anchors"]["anchor_scale"] == saved["model"]["anchors"]["anchor_scale"] == scale
     check = json.loads((out / "data_check.json").read_text())
     assert check["splits"]["train"]["boxes"] == len(boxes) and check["anchor_fit"]["anchor_scale"] == scale
-    assert list(check["problems"]["warnings"]) == ["box clipped to the image"]
-    model = create_model("efficientdet-lite0", weights=out / "weights" / "last.safetensors", image_size=128)
-    assert model.config.anchors.anchor_scale == scale
+    assert "box clipped to the image" in check["problems"]["warnings"]
+    best = out / "weights" / "best.safetensors"
+    assert efficientdet.create_model("efficientdet-lite0", weights=best).config.anchors.anchor_scale == scale
+    built = []
+
+    def create_model(*args, **kwargs):
+        model = real(*args, **kwargs)
+        built.append(model.config.anchors.anchor_scale)
+        return model
+    real = efficientdet.create_model
+    monkeypatch.setattr(efficientdet, "create_model", create_model)
+    model_args = ["--model", "efficientdet-lite0", "--weights", str(best), "--image-size", "128", "--workers", "0"]
+    assert main(["eval", "--data", str(copy), *model_args]) == 0
+    assert main(["predict", *model_args, str(data.parent / "images"), "--out", str(tmp_path / "pred"), "--quiet"]) == 0
+    assert built == [scale, scale]
 
 
 def test_anchor_settings_are_a_nested_section_of_set():
