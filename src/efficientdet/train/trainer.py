@@ -76,14 +76,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     length, so the run is the one it would have been with that length from the start; the length
     is saved with the state and config.json, and ``resume`` continues it.
     """
-    if plan is not None and cfg.warmup_epochs < 1:
-        raise ValueError("a plan fixes the run's length after the first epoch, whose learning rates must not depend "
-                         f"on it: TrainConfig.warmup_epochs must be >= 1 (all warm-up), got {cfg.warmup_epochs}")
     rank, world, device = init_distributed(cfg.device)
     folder = RunFolder(Path(cfg.out), main=rank == 0, log=log)
     folder.prepare(cfg)  # before the dataset is read: a refusal comes at once
     splits = load_splits(cfg, folder.log)  # every problem of the dataset, or a refusal listing them
     cfg, recipe = resolve_recipe(cfg, len(splits.train.samples))
+    if plan is not None and cfg.warmup_epochs < 1:  # known once the recipe is (auto: from the dataset)
+        raise ValueError("a plan fixes the run's length after the first epoch, whose learning rates must not depend "
+                         f"on it: TrainConfig.warmup_epochs must be >= 1 (all warm-up), got {cfg.warmup_epochs}")
     folder.log(recipe)
     cfg, mcfg = model_config(cfg, splits.train, folder.log)
     check = check_dataset_fit(splits, mcfg, cfg.loss.match_threshold, folder.log)
