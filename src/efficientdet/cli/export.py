@@ -84,8 +84,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-images", type=int, metavar="N",
                    help=f"with --int8: images drawn from the calibration set (default {DEFAULT_IMAGES})")
     p.add_argument("--calibration-method", choices=METHODS,
-                   help="with --int8: how activation ranges are set (default: minmax for ONNX, mean-minmax for "
-                        "OpenVINO; entropy: ONNX only, mean-minmax: OpenVINO only)")
+                   help="with --int8: how activation ranges are set (default minmax; entropy: ONNX only, "
+                        "mean-minmax: OpenVINO only)")
     p.add_argument("--keep-float", metavar="RULES",
                    help=f"with --int8: comma-separated parts kept in float, of {', '.join(FLOAT_RULES)}, or none "
                         f"(default {','.join(DEFAULT_KEEP_FLOAT)})")
