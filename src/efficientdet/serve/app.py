@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import time
@@ -125,6 +124,7 @@ def create_app(detector: Detector, *, backend: str = "eager", weights: str = "as
     thread_init = niced(worker_nice)
     readiness = Readiness()
     batcher: Batcher[Prepared, ImageDetections] | None = None
+    decoders: ThreadPoolExecutor | None = None
     metrics = Metrics(max_batch_size, lambda: batcher.depth if batcher else 0)
     name = detector.config.name
     names = set(detector.class_names)
@@ -164,11 +164,10 @@ def create_app(detector: Detector, *, backend: str = "eager", weights: str = "as
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        nonlocal batcher
+        nonlocal batcher, decoders
         batcher = Batcher(run_batch, max_batch_size, batch_timeout_ms / 1e3, limits.max_queue, workers, metrics.batch,
                           thread_init)
         decoders = ThreadPoolExecutor(os.cpu_count() or 1, "efficientdet-decode", thread_init)
-        app.state.decode = functools.partial(asyncio.get_running_loop().run_in_executor, decoders, decode)
         batcher.start()
         warming = asyncio.create_task(warm_up())
         try:
@@ -181,8 +180,7 @@ def create_app(detector: Detector, *, backend: str = "eager", weights: str = "as
 
     app = FastAPI(title="efficientdet", version=__version__, lifespan=lifespan,
                   description="EfficientDet object detection: POST an image to /v1/detect.")
-    app.state.readiness = readiness
-    app.state.metrics = metrics
+    app.state.readiness = readiness  # the server marks it when told to stop
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="required when the server has a key")
@@ -254,7 +252,7 @@ def create_app(detector: Detector, *, backend: str = "eager", weights: str = "as
             body = await upload(request, limits)
             uploaded = time.perf_counter()
             with batcher.admit() as slot:
-                prepared = await request.app.state.decode(body)
+                prepared = await asyncio.get_running_loop().run_in_executor(decoders, decode, body)
                 decoded = time.perf_counter()
                 left = limits.request_timeout - (decoded - uploaded)
                 result, job = await batcher.submit(slot, prepared, left)
