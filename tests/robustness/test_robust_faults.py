@@ -187,14 +187,15 @@ def test_stop_signal_to_the_process_group_stops_workers_and_main_cleanly(command
     at, says how to resume in one line and exits 130, and the run then resumes to its end."""
     out = tmp_path / "run"
     args = (train_args(shapes, out, "--workers", "2") if command == "train" else
-            ["demo", "--out", out, "--epochs", "2", "--train-images", "16", "--val-images", "4", "--image-size",
-             "128", "--batch-size", "4", "--workers", "2"])
+            ["demo", "--out", out, "--epochs", str(EPOCHS), "--train-images", "16", "--val-images", "4",
+             "--image-size", "128", "--batch-size", "4", "--workers", "2"])
     assert stop_the_group(args, stop, tmp_path).startswith(f"efficientdet {command}: stopped by signal {int(stop)}")
     assert (out / "train_state.pt").is_file() and (out / "weights" / "last.safetensors").is_file()
     data = shapes if command == "train" else out / "data" / "data.yaml"
     result = run_cli_captured(*train_args(data, out, "--resume"))
     assert result.code == 0, result.err
-    assert load_training_state(out / "train_state.pt")["step"] == STEPS  # the demo's 16 images: the same steps
+    # The demo's 16 images and length: the same steps (a resume keeps the run's own length).
+    assert load_training_state(out / "train_state.pt")["step"] == STEPS
 
 
 def test_workers_killed_by_the_stop_signal_leave_the_last_whole_step_checkpointed(shapes, uninterrupted, tmp_path):

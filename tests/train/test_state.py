@@ -21,7 +21,7 @@ def test_a_saved_state_loads_into_a_fresh_one(tmp_path):
         p.grad = torch.ones_like(p)
     saved.optimizer.step()
     saved.ema.update(saved.model)
-    saved.epoch, saved.batch_in_epoch, saved.step, saved.best_ap = 2, 3, 11, 0.25
+    saved.epochs, saved.epoch, saved.batch_in_epoch, saved.step, saved.best_ap = 7, 2, 3, 11, 0.25
     saved.history.append({"epoch": 1, "loss": 1.5})
     path = tmp_path / "train_state.pt"
     saved.save(path)
@@ -31,7 +31,7 @@ def test_a_saved_state_loads_into_a_fresh_one(tmp_path):
     loaded = fresh_state()
     loaded.load(path)
     assert torch.equal(torch.rand(4), next_draw)  # the RNG continues where the saved run was
-    assert (loaded.epoch, loaded.batch_in_epoch, loaded.step, loaded.best_ap) == (2, 3, 11, 0.25)
+    assert (loaded.epochs, loaded.epoch, loaded.batch_in_epoch, loaded.step, loaded.best_ap) == (7, 2, 3, 11, 0.25)
     assert loaded.history == [{"epoch": 1, "loss": 1.5}] and loaded.ema.updates == 1
     for mine, theirs in ((loaded.model, saved.model), (loaded.ema.module, saved.ema.module)):
         for key, value in theirs.state_dict().items():

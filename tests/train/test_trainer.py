@@ -77,6 +77,41 @@ def test_resume_mid_epoch_is_exact(shapes, tmp_path):
     assert_same_weights(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
 
 
+def test_a_length_fixed_after_the_first_epoch_trains_as_if_set_from_the_start_and_resumes(shapes, tmp_path):
+    """The first epoch is warm-up, whose learning rates do not depend on the length: a run that
+    starts at 48 epochs and is told 3 after its first is the 3-epoch run, its schedule decaying to
+    0 at the last step of the third; the length is saved, and a resume (told 5) keeps it."""
+    straight = train(base(shapes, tmp_path / "a", epochs=3), log=lambda *_: None)
+    seen = []
+
+    def plan(cfg, record):
+        seen.append(record)
+        return dataclasses.replace(cfg, epochs=3)
+
+    train(base(shapes, tmp_path / "b", epochs=48, max_steps=6), log=lambda *_: None, plan=plan)
+    assert [r["epoch"] for r in seen] == [1] and seen[0]["train_s"] > 0
+    assert (final_state(tmp_path / "b")["epochs"], final_state(tmp_path / "b")["step"]) == (3, 6)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["train"]["epochs"] == 3
+    lines = []
+    resumed = train(base(shapes, tmp_path / "b", epochs=5, resume=True), log=lines.append)
+    assert "the run's length is its own: 3 epochs (epochs=5 is not used)" in lines
+    assert resumed["step"] == straight["step"] == 12
+    assert [r["lr"] for r in resumed["history"]] == [r["lr"] for r in straight["history"]]
+    assert resumed["history"][-1]["lr"] == 0.0
+    assert_same_weights(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
+
+
+def test_a_plan_needs_a_first_epoch_of_warm_up_and_may_change_only_the_length(shapes, tmp_path):
+    def other_lr(cfg, record):
+        return dataclasses.replace(cfg, epochs=2, lr=0.04)
+
+    with pytest.raises(ValueError, match=r"TrainConfig.warmup_epochs must be >= 1 \(all warm-up\), got 0.5"):
+        train(base(shapes, tmp_path / "short", warmup_epochs=0.5), log=lambda *_: None, plan=other_lr)
+    assert not (tmp_path / "short").exists()
+    with pytest.raises(ValueError, match="a plan may change TrainConfig.epochs and eval_every only"):
+        train(base(shapes, tmp_path / "lr"), log=lambda *_: None, plan=other_lr)
+
+
 def test_channels_last_trains_the_same_weights_as_nchw(shapes, tmp_path):
     """The layout (default channels_last, the fast one on CPU) changes speed, not the arithmetic: a
     step agrees with NCHW to float32 accumulation-order noise (5e-5 measured: the gradients of
@@ -174,6 +209,20 @@ def test_fine_tune_from_other_class_count_reinitialises_only_the_class_head(shap
             assert not torch.equal(state[key], value)  # re-initialised with the rest of the head
         elif "running" not in key and "num_batches" not in key:
             assert torch.equal(state[key], value), key  # lr 0: untouched
+
+
+def test_finetune_recipe_trains_the_new_class_head_at_its_factor_of_the_learning_rate(shapes, tmp_path):
+    """From 7-class weights on the 4-class dataset, the re-initialised class predictor (depthwise and
+    pointwise kernels, bias) steps at new_head_lr times the rate of the rest."""
+    from efficientdet.weights import save_safetensors
+
+    path = save_safetensors(create_model("efficientdet-lite0", num_classes=7, image_size=128),
+                            tmp_path / "src.safetensors")
+    train(base(shapes, tmp_path / "ft", recipe="finetune", weights=str(path), max_steps=1), log=lambda *_: None)
+    groups = final_state(tmp_path / "ft")["optimizer"]["param_groups"]
+    assert [g.get("lr_scale") for g in groups] == [None, None, 10.0, 10.0]
+    assert [len(g["params"]) for g in groups[2:]] == [2, 1]
+    assert groups[2]["lr"] == groups[3]["lr"] == pytest.approx(10 * groups[0]["lr"]) and groups[0]["lr"] > 0
 
 
 def test_fine_tune_from_published_coco_weights_by_name(shapes, tmp_path, mirror_env, monkeypatch):

@@ -7,7 +7,8 @@ import importlib
 import sys
 
 # Each module defines ``add_parser(subparsers)`` that registers its subcommand and sets ``func``.
-SUBCOMMANDS = ("info", "convert", "train", "eval", "demo", "predict", "export", "benchmark", "weights", "serve")
+SUBCOMMANDS = ("info", "convert", "data", "train", "eval", "demo", "predict", "export", "benchmark", "weights",
+               "serve")
 DEBUG_HELP = "show the full traceback on errors"
 
 

@@ -1,4 +1,7 @@
-"""``efficientdet train --model M --data DATA.yaml --out RUN``: the official recipe on any dataset.
+"""``efficientdet train --model M --data DATA.yaml --out RUN [--recipe official|finetune|auto]``: train
+or fine-tune on any dataset. ``--recipe auto`` (the default) takes the official recipe for a long
+schedule on large data and ``finetune`` otherwise, and says which at the start; ``--set`` changes
+any field, the recipe's included.
 
 Multi-GPU / multi-node: ``torchrun --nproc-per-node N -m efficientdet.cli train ...`` (add
 ``--nnodes``, ``--node-rank``, ``--rdzv-endpoint`` for several machines); ``--batch-size`` is per
@@ -13,6 +16,7 @@ import typing
 from typing import Any
 
 from ..loss import LossConfig
+from ..train.recipes import AUTO, OFFICIAL_MIN_EPOCHS, OFFICIAL_MIN_IMAGES, RECIPE_FIELDS, RECIPE_NAMES
 from .options import add_device, add_image_size, add_model, add_weights, parse_image_size, subcommand
 
 
@@ -37,7 +41,10 @@ def _convert(value: str, kind: Any, key: str) -> Any:
 
 
 def apply_sets(cfg, sets: list[str]):
-    """``key=value`` (``loss.gamma=2``) onto a frozen dataclass, typed by its annotations."""
+    """``key=value`` (``lr=0.04``, ``loss.gamma=2``) onto a frozen dataclass, typed by its annotations;
+    ``section.field`` reaches into a field that is itself a dataclass (``loss``). The recipe is
+    chosen before (``--recipe``): its fields are set like any other, and win over the recipe's."""
+    sections = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
     for item in sets:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
@@ -45,15 +52,18 @@ def apply_sets(cfg, sets: list[str]):
         target, field_name = cfg, key
         if "." in key:
             section, field_name = key.split(".", 1)
-            if section != "loss":
-                raise ValueError(f"--set {key}: only 'loss.<field>' is nested")
-            target = cfg.loss
+            if section not in sections:
+                raise ValueError(f"--set {key}: only {', '.join(f'{s}.<field>' for s in sections)} are nested")
+            target = getattr(cfg, section)
+        if key == "recipe":
+            raise ValueError("--set recipe: the recipe is chosen with --recipe, before --set changes its fields")
         hints = typing.get_type_hints(type(target))
-        if field_name not in hints:
-            valid = ", ".join(sorted(f.name for f in dataclasses.fields(target)))
-            raise ValueError(f"--set {key}: unknown field; valid: {valid}")
+        if field_name not in hints or field_name.startswith("_"):
+            valid = ", ".join(sorted(f.name for f in dataclasses.fields(target) if not f.name.startswith("_")))
+            recipe = f" (the recipe's: {', '.join(RECIPE_FIELDS)})" if target is cfg else ""
+            raise ValueError(f"--set {key}: unknown field; valid: {valid}{recipe}")
         new = dataclasses.replace(target, **{field_name: _convert(value, hints[field_name], key)})
-        cfg = dataclasses.replace(cfg, loss=new) if target is not cfg else new
+        cfg = dataclasses.replace(cfg, **{key.split(".")[0]: new}) if target is not cfg else new
     return cfg
 
 
@@ -63,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..train import Interrupted, NonFiniteLoss, TrainConfig, train
 
-    cfg = TrainConfig(model=args.model, data=args.data, out=args.out, loss=LossConfig())
+    cfg = TrainConfig(model=args.model, data=args.data, out=args.out, recipe=args.recipe, loss=LossConfig())
     for name in ("epochs", "batch_size", "weights", "workers", "device", "seed"):
         if getattr(args, name) is not None:
             cfg = dataclasses.replace(cfg, **{name: getattr(args, name)})
@@ -92,6 +102,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = subcommand(sub, "train", "train or fine-tune on a COCO / VOC / YOLO dataset", __doc__)
     add_model(p, default="efficientdet-lite0")
     p.add_argument("--data", required=True, help="dataset YAML (format: coco | voc | yolo)")
+    p.add_argument("--recipe", default=AUTO, metavar="|".join(RECIPE_NAMES),
+                   help=f"the settings --set starts from (default auto: official from {OFFICIAL_MIN_IMAGES:,} train "
+                        f"images and {OFFICIAL_MIN_EPOCHS} epochs, finetune below)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .sample import ImageError
+from .sample import SIZE_MISMATCH, ImageError
 
 # Refuse larger images: a 100 MP RGB image is 300 MB decoded, 1.2 GB as float. PIL refuses past
 # 2 x Image.MAX_IMAGE_PIXELS (179 MP) on its own; raising our cap beyond that needs raising PIL's.
@@ -84,25 +84,30 @@ def size_mismatch(path: str | Path, size: tuple[int, int], expected: tuple[int |
     return None
 
 
-def check_images(paths: Sequence[Path], max_pixels: int = DEFAULT_MAX_PIXELS,
-                 expected: Sequence[tuple[int | None, int | None]] | None = None) -> list[tuple[int, int]]:
-    """Every image's upright ``(width, height)`` from its header, read on threads (I/O bound).
-
-    One :class:`ImageError` lists every unreadable or oversized file, and every file whose size
-    differs from ``expected`` (the annotation's ``(width, height)``, ``None`` = unknown), so that
-    a dataset is fixed in one pass instead of one crash per epoch.
-    """
-    def probe(i: int) -> tuple[int, int] | str:
+def probe_images(paths: Sequence[Path], max_pixels: int = DEFAULT_MAX_PIXELS,
+                 expected: Sequence[tuple[int | None, int | None]] | None = None) -> list[tuple[int, int] | ImageError]:
+    """Every image's upright ``(width, height)`` from its header, read on threads (I/O bound), or
+    the :class:`ImageError` that says what is wrong with it: unreadable, oversized, or of another
+    size than ``expected`` (the annotation's ``(width, height)``, ``None`` = unknown)."""
+    def probe(i: int) -> tuple[int, int] | ImageError:
         try:
             size = image_size(paths[i], max_pixels)
         except ImageError as e:
-            return str(e)
+            return e
         problem = size_mismatch(paths[i], size, expected[i]) if expected is not None else None
-        return problem or size
+        return ImageError(problem, SIZE_MISMATCH) if problem else size
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(probe, range(len(paths))))
-    problems = [r for r in results if isinstance(r, str)]
+        return list(pool.map(probe, range(len(paths))))
+
+
+def check_images(paths: Sequence[Path], max_pixels: int = DEFAULT_MAX_PIXELS,
+                 expected: Sequence[tuple[int | None, int | None]] | None = None) -> list[tuple[int, int]]:
+    """:func:`probe_images`, with one :class:`ImageError` listing every unreadable, oversized or
+    mis-sized file, so that a dataset is fixed in one pass instead of one crash per epoch.
+    """
+    results = probe_images(paths, max_pixels, expected)
+    problems = [str(r) for r in results if isinstance(r, ImageError)]
     if problems:
         more = f"\n  ... and {len(problems) - _LISTED} more" if len(problems) > _LISTED else ""
         raise ImageError(f"{len(problems)} of {len(paths)} images are unusable:\n  "

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .sample import ImageError, Sample
+from .sample import SIZE_MISMATCH, ImageError, Sample
 from .images import DEFAULT_MAX_PIXELS, check_images, read_image, size_mismatch
 from .transforms import Transformed, mosaic
 
@@ -55,7 +55,7 @@ class DetectionDataset(Dataset):
         height, width = image.shape[-2:]
         problem = size_mismatch(sample.image_path, (width, height), (sample.width, sample.height))
         if problem:
-            raise ImageError(problem)
+            raise ImageError(problem, SIZE_MISMATCH)
         keep = ~sample.crowd
         return image, torch.from_numpy(sample.boxes[keep]), torch.from_numpy(sample.labels[keep])
 

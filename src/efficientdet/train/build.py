@@ -3,6 +3,7 @@ optimisation state a step needs."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple
@@ -12,7 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import ModelConfig, feature_sizes
-from ..data import (DatasetError, DatasetSpec, DatasetSplit, DetectionDataset, TrainTransform, build_loader,
+from ..data.check import training_problem
+from ..data import (DatasetSpec, DatasetSplit, DetectionDataset, TrainTransform, build_loader,
                     load_dataset_yaml, load_split)
 from ..evaluate import eval_loader
 from ..model import EfficientDet
@@ -40,17 +42,10 @@ def load_splits(cfg: TrainConfig, log: Callable[[str], None]) -> Splits:
 
 
 def _require_training_boxes(split: DatasetSplit, spec: DatasetSpec) -> None:
-    """A split without one box to learn from would train the background only, and end as if it had worked."""
-    report = split.report
-    if report.boxes > report.crowd:
-        return
-    if report.crowd:
-        why = f"all its {report.crowd} boxes are crowd / difficult, which training ignores"
-    elif report.missing_labels == report.images:
-        why = f"none of its {report.images} images has a label file in {spec.splits['train'].get('labels')}"
-    else:
-        why = f"none of its {report.images} images has a box"
-    raise DatasetError(f"{spec.source}: the train split has nothing to train on: {why}")
+    """The data check's refusal of a split without one box to learn from, raised here."""
+    problem = training_problem(split, spec)
+    if problem is not None:
+        raise problem
 
 
 def frozen_batch_norms(model: EfficientDet, cfg: TrainConfig) -> list[nn.Module]:
@@ -130,18 +125,24 @@ class Optimisation:
 
 
 def build_optimisation(cfg: TrainConfig, model: nn.Module, world: int, device: torch.device,
-                       steps_per_epoch: int) -> Optimisation:
-    """The official recipe: the learning rate scaled to the global batch, warm-up then cosine per step."""
-    lr = scaled_lr(cfg.lr, cfg.batch_size * world)
-    optimizer = build_optimizer(model, cfg.optimizer, lr, cfg.weight_decay, cfg.momentum)
-    lr_at = partial(cosine_lr, lr=lr, warmup_init=cfg.warmup_init,
-                    warmup_steps=int(cfg.warmup_epochs * steps_per_epoch), total_steps=cfg.epochs * steps_per_epoch)
+                       steps_per_epoch: int, new_head: Collection[nn.Parameter] = ()) -> Optimisation:
+    """The learning rate scaled to the global batch (``new_head_lr`` times it for ``new_head``, the
+    prediction layers initialised afresh over loaded weights), warm-up then cosine per step."""
+    optimizer = build_optimizer(model, cfg.optimizer, scaled_lr(cfg.lr, cfg.batch_size * world), cfg.weight_decay,
+                                cfg.momentum, new_head, cfg.new_head_lr)
+    lr_at = lr_schedule(cfg, world, steps_per_epoch)
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     ema = ModelEMA(model, cfg.ema_decay)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     return Optimisation(net, optimizer, lr_at, amp_dtype, scaler, ema)
+
+
+def lr_schedule(cfg: TrainConfig, world: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate per step: warm-up, then a cosine down to 0 at the last step of ``cfg.epochs``."""
+    return partial(cosine_lr, lr=scaled_lr(cfg.lr, cfg.batch_size * world), warmup_init=cfg.warmup_init,
+                   warmup_steps=int(cfg.warmup_epochs * steps_per_epoch), total_steps=cfg.epochs * steps_per_epoch)
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

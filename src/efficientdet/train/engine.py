@@ -84,7 +84,7 @@ def train_one_epoch(
         start = time.perf_counter()
         lr = lr_at(step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # new heads' factor (optim.param_groups)
         losses = loss_fn(model, batch)
         loss = losses["loss"]
         if not math.isfinite(loss.item()):

@@ -3,28 +3,38 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, scaled: Collection[nn.Parameter] = (),
+                 lr_scale: float = 1.0) -> list[dict]:
     """Weight decay on convolution kernels only (official: variables matching ``kernel|weight``).
 
-    Biases, BN parameters and the BiFPN fusion weights are not decayed.
+    Biases, BN parameters and the BiFPN fusion weights are not decayed. The parameters in ``scaled``
+    (prediction layers initialised afresh over loaded weights) get ``lr_scale`` times the learning
+    rate, in groups of their own (``"lr_scale"``, which the training step reads).
     """
-    decay, no_decay = [], []
+    scaled_ids = {id(p) for p in scaled} if lr_scale != 1.0 else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {(d, s): [] for s in (False, True) for d in (True, False)}
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
-            (decay if isinstance(module, nn.Conv2d) and name == "weight" else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            decay = isinstance(module, nn.Conv2d) and name == "weight"
+            groups[decay, id(p) in scaled_ids].append(p)
+    out = [{"params": groups[True, False], "weight_decay": weight_decay},
+           {"params": groups[False, False], "weight_decay": 0.0}]
+    out += [{"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_scale": lr_scale}
+            for (decay, new), params in groups.items() if new and params]
+    return out
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
+                    scaled: Collection[nn.Parameter] = (), lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay, scaled, lr_scale)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
     if name == "adamw":

@@ -61,17 +61,23 @@ class RunFolder:
         if old:
             self.log(f"--exist-ok: removed the previous run's {', '.join(p.name for p in old)} from {self.out}")
 
-    def start(self, cfg: TrainConfig, mcfg: ModelConfig, split: DatasetSplit, world: int) -> None:
-        """config.json (the resolved configs and the label space), the weights folder, TensorBoard."""
+    def start(self, cfg: TrainConfig, mcfg: ModelConfig, split: DatasetSplit, world: int, recipe: str) -> None:
+        """config.json (the resolved configs, the recipe line, the label space), the weights folder, TensorBoard."""
         # Stored with every weights file: the label space that create_model, predict and eval read back.
         self._labels = {"names": json.dumps(split.names), "label_ids": json.dumps(split.label_ids)}
         if not self.main:
             return
         self.weights.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(
-            {"train": config_to_dict(cfg), "model": config_to_dict(mcfg), "names": split.names,
-             "label_ids": split.label_ids, "world_size": world}, indent=2, default=str))
+        self.recipe = recipe
+        self.write_config(cfg, mcfg, split, world)
         self._board = _tensorboard(self.out)
+
+    def write_config(self, cfg: TrainConfig, mcfg: ModelConfig, split: DatasetSplit, world: int) -> None:
+        """config.json; written again when a plan fixes the run's length after its first epoch."""
+        if self.main:
+            (self.out / "config.json").write_text(json.dumps(
+                {"train": config_to_dict(cfg), "model": config_to_dict(mcfg), "recipe": self.recipe,
+                 "names": split.names, "label_ids": split.label_ids, "world_size": world}, indent=2, default=str))
 
     def checkpoint(self, state: TrainState) -> None:
         """The training state, and the EMA weights as ``last.safetensors``."""

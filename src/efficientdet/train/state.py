@@ -14,8 +14,9 @@ from .ema import ModelEMA
 
 @dataclass
 class TrainState:
-    """The model, its EMA, the optimiser and AMP scaler, the position (``epoch`` and the batches
-    of it done, ``step``), the best AP and the per-epoch records; :meth:`save` adds the RNG states.
+    """The model, its EMA, the optimiser and AMP scaler, the run's length (``epochs``, which the
+    learning-rate schedule decays over), the position (``epoch`` and the batches of it done,
+    ``step``), the best AP and the per-epoch records; :meth:`save` adds the RNG states.
 
     A run resumed by :meth:`load` sees exactly the batches, draws and weights it would have seen.
     """
@@ -24,6 +25,7 @@ class TrainState:
     ema: ModelEMA
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None = None
+    epochs: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
     step: int = 0
@@ -34,8 +36,8 @@ class TrainState:
         """Written atomically: a crash or a full disk leaves the previous state whole."""
         atomic_torch_save({
             "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None, "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best_ap": self.best_ap,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None, "epochs": self.epochs,
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "best_ap": self.best_ap,
             "history": self.history, "rng": rng_state(),
         }, path)
 
@@ -49,6 +51,8 @@ class TrainState:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        # A state saved before the length was saved keeps the length it is given.
+        self.epochs = state.get("epochs", self.epochs)
         self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
         self.best_ap, self.history = state["best_ap"], state["history"]
         set_rng_state(state["rng"])

@@ -3,10 +3,10 @@
 Run folder::
 
     RUN/config.json              the resolved TrainConfig and model config
-    RUN/metrics.jsonl            one JSON line per epoch (losses, lr, images/s, COCO metrics)
+    RUN/metrics.jsonl            one JSON line per epoch (losses, lr, images/s, seconds, COCO metrics)
     RUN/weights/last.safetensors EMA weights after the last epoch (create_model(weights=…) loads it)
     RUN/weights/best.safetensors EMA weights of the best validation AP
-    RUN/train_state.pt           everything --resume needs (optimiser, EMA, scaler, RNG, position)
+    RUN/train_state.pt           everything --resume needs (length, optimiser, EMA, scaler, RNG, position)
     RUN/curves.png               loss and AP curves; RUN/val_images/: predictions (red) vs truth (green)
     RUN/tensorboard/             scalars, when the tensorboard package is installed
 
@@ -20,6 +20,7 @@ rank 0 alone scores, logs and writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -44,52 +45,70 @@ from ..weights.hub import resolve
 from ..weights.pretrained import load_pretrained_backbone
 from ..weights.remap import remap_state
 from .build import (Loaders, Optimisation, Splits, build_loaders, build_optimisation, check_batch_norm_batch,
-                    frozen_batch_norms, load_splits)
-from .config import TrainConfig
+                    frozen_batch_norms, load_splits, lr_schedule)
+from .config import TrainConfig, validates
 from .engine import LossFn, NonFiniteLoss, efficientdet_loss, train_one_epoch
+from .recipes import resolve_recipe
 from .run_folder import RunFolder
 from .signals import Interrupted, StopSignals
 from .state import TrainState
 
+# plan(cfg, record) -> the config of the rest of the run (see train).
+Plan = Callable[[TrainConfig, dict], TrainConfig]
+
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print,
-          on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
+          on_epoch: Callable[[dict], None] | None = None, plan: Plan | None = None) -> dict[str, Any]:
     """Run training; returns a summary (out, epochs, step, best_AP, history). See the module docstring.
 
     ``on_epoch(record)`` receives each finished epoch's record (a line of metrics.jsonl) on rank 0,
     between the timed steps of two epochs.
+
+    ``plan(cfg, record)``, when given, is called once, on rank 0, after the first epoch (its record
+    has ``train_s``, and ``eval_s`` when it validated), and returns the config of the rest of the
+    run, in which ``epochs`` and ``eval_every`` may differ: a run can time its first epoch and then
+    fix its own length. The first epoch must be warm-up, whose learning rates do not depend on the
+    length, so the run is the one it would have been with that length from the start; the length
+    is saved with the state and config.json, and ``resume`` continues it.
     """
+    if plan is not None and cfg.warmup_epochs < 1:
+        raise ValueError("a plan fixes the run's length after the first epoch, whose learning rates must not depend "
+                         f"on it: TrainConfig.warmup_epochs must be >= 1 (all warm-up), got {cfg.warmup_epochs}")
     rank, world, device = init_distributed(cfg.device)
     folder = RunFolder(Path(cfg.out), main=rank == 0, log=log)
     folder.prepare(cfg)  # before the dataset is read: a refusal comes at once
     splits = load_splits(cfg, folder.log)
-    model, frozen_bn = build_model(cfg, splits.train.num_classes, world, device, folder.log)
+    cfg, recipe = resolve_recipe(cfg, len(splits.train.samples))
+    folder.log(recipe)
+    model, frozen_bn, new_head = build_model(cfg, splits.train.num_classes, world, device, folder.log)
     mcfg = model.config
     loaders = build_loaders(cfg, mcfg, splits, rank, world, device)
-    opt = build_optimisation(cfg, model, world, device, loaders.steps_per_epoch)
+    opt = build_optimisation(cfg, model, world, device, loaders.steps_per_epoch, new_head)
     anchors = generate_anchors(mcfg).to(device)
     loss_fn = efficientdet_loss(anchors, cfg.loss, opt.amp_dtype)
-    state = TrainState(model, opt.ema, opt.optimizer, opt.scaler)
+    state = TrainState(model, opt.ema, opt.optimizer, opt.scaler, epochs=cfg.epochs)
+    run = _Run(cfg, world, folder, splits, loaders, opt, anchors, loss_fn, frozen_bn, state)
     if cfg.resume:
-        state.load(folder.state_path)
-        folder.log(f"resumed from {folder.state_path}: epoch {state.epoch}, batch {state.batch_in_epoch}, "
-                   f"step {state.step}")
-    folder.start(cfg, mcfg, splits.train, world)
-    results = _run_epochs(_Run(cfg, world, folder, splits, loaders, opt, anchors, loss_fn, frozen_bn, state), on_epoch)
+        _resume(run)
+    folder.start(run.cfg, mcfg, splits.train, world, recipe)
+    results = _run_epochs(run, on_epoch, plan)
     folder.finish(state.history, splits.val, results)
     return {"out": str(folder.out), "epochs": state.epoch, "step": state.step, "best_AP": state.best_ap,
             "history": state.history}
 
 
 def build_model(cfg: TrainConfig, num_classes: int, world: int, device: torch.device,
-                log: Callable[[str], None]) -> tuple[EfficientDet, list[nn.Module]]:
-    """The model with its start weights and frozen parts, on ``device``; and its frozen BN layers."""
+                log: Callable[[str], None]) -> tuple[EfficientDet, list[nn.Module], list[nn.Parameter]]:
+    """The model with its start weights and frozen parts, on ``device``; its frozen BN layers; and
+    the parameters of the prediction layers initialised afresh over loaded weights."""
     overrides = {"num_classes": num_classes}
     if cfg.image_size:
         overrides["image_size"] = cfg.image_size
+    if not cfg.stochastic_depth:
+        overrides["survival_prob"] = None
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, **overrides)
-    how = _init_weights(model, cfg)
+    how, new_head = _init_weights(model, cfg)
     log(f"{model.config.name}, {num_classes} classes, {model.config.image_size}: {how}")
     if cfg.freeze_backbone:
         model.backbone.requires_grad_(False)
@@ -104,12 +123,13 @@ def build_model(cfg: TrainConfig, num_classes: int, world: int, device: torch.de
         log(f"freeze_bn: {len(frozen_bn)} BN layers keep their loaded statistics ({scope})")
     # Weights in channels_last make every conv run NHWC, whatever the layout of the input batch.
     model.to(device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    return model, frozen_bn
+    return model, frozen_bn, [p for name, p in model.named_parameters() if new_head and name.startswith(new_head)]
 
 
-def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
+def _init_weights(model: EfficientDet, cfg: TrainConfig) -> tuple[str, tuple[str, ...]]:
     """Start weights: a full checkpoint (class head re-initialised when the class count differs),
-    else ImageNet backbone weights, else the fresh initialisation."""
+    else ImageNet backbone weights, else the fresh initialisation. Returns what was done, and the
+    name prefixes of the layers initialised afresh over loaded weights."""
     if cfg.weights:
         path, _ = resolve(cfg.weights, model.config.name)  # a zoo name (coco) → its cached file
         src_classes = COCO_NUM_CLASSES  # official checkpoints and effdet's COCO models
@@ -120,10 +140,10 @@ def _init_weights(model: EfficientDet, cfg: TrainConfig) -> str:
         state = remap_state(read_weights(source, path), model.state_dict(), str(cfg.weights), ignore=new_head)
         model.load_state_dict(state, strict=not new_head)
         head = "" if src_classes == model.config.num_classes else f" (class head re-initialised: {src_classes} → {model.config.num_classes} classes)"
-        return f"weights from {cfg.weights}{head}"
+        return f"weights from {cfg.weights}{head}", new_head
     if cfg.backbone_weights:
-        return load_pretrained_backbone(model, None if cfg.backbone_weights == "imagenet" else cfg.backbone_weights)
-    return "trained from scratch (random initialisation)"
+        return load_pretrained_backbone(model, None if cfg.backbone_weights == "imagenet" else cfg.backbone_weights), ()
+    return "trained from scratch (random initialisation)", ()
 
 
 @dataclass
@@ -142,7 +162,40 @@ class _Run:
     state: TrainState
 
 
-def _run_epochs(run: _Run, on_epoch: Callable[[dict], None] | None) -> list[dict] | None:
+def _set_length(run: _Run, cfg: TrainConfig) -> None:
+    """``cfg`` from here on: the loop, the learning-rate schedule and the state (which saves it)
+    follow its ``epochs``."""
+    run.cfg = cfg
+    run.state.epochs = cfg.epochs
+    run.opt.lr_at = lr_schedule(cfg, run.world, run.loaders.steps_per_epoch)
+
+
+def _resume(run: _Run) -> None:
+    """The state in the run folder, and the run's own length: a resumed run follows the schedule
+    it started with (or fixed after its first epoch), whatever ``epochs`` says now."""
+    state, folder = run.state, run.folder
+    state.load(folder.state_path)
+    folder.log(f"resumed from {folder.state_path}: epoch {state.epoch}, batch {state.batch_in_epoch}, "
+               f"step {state.step}")
+    if state.epochs != run.cfg.epochs:
+        folder.log(f"the run's length is its own: {state.epochs} epochs (epochs={run.cfg.epochs} is not used)")
+        _set_length(run, dataclasses.replace(run.cfg, epochs=state.epochs))
+
+
+def _apply_plan(run: _Run, plan: Plan, record: dict) -> None:
+    """Rank 0's plan, on every rank, for the rest of the run; config.json says what it chose."""
+    cfg = plan(run.cfg, record) if run.folder.main else None
+    if run.world > 1:
+        chosen = [cfg]
+        dist.broadcast_object_list(chosen, src=0)
+        cfg = chosen[0]
+    if dataclasses.replace(cfg, epochs=run.cfg.epochs, eval_every=run.cfg.eval_every) != run.cfg:
+        raise ValueError("a plan may change TrainConfig.epochs and eval_every only")
+    _set_length(run, cfg)
+    run.folder.write_config(cfg, run.state.model.config, run.splits.train, run.world)
+
+
+def _run_epochs(run: _Run, on_epoch: Callable[[dict], None] | None, plan: Plan | None) -> list[dict] | None:
     """Epochs from the state's position to the last, or to a stop (a signal, ``max_steps``), each
     ending in a checkpoint; returns the COCO results of the last validation."""
     state, results = run.state, None
@@ -156,7 +209,7 @@ def _run_epochs(run: _Run, on_epoch: Callable[[dict], None] | None) -> list[dict
                     raise Interrupted(f"stopped by signal {signals.received} at step {state.step}; "
                                       f"resume with --resume (state: {run.folder.state_path})")
                 break
-            evaluated = _end_epoch(run, meter, on_epoch)
+            evaluated = _end_epoch(run, meter, on_epoch, plan)
             results = evaluated if evaluated is not None else results
             if signals.received is not None:
                 raise Interrupted(f"stopped by signal {signals.received} after epoch {state.epoch}; "
@@ -179,8 +232,12 @@ class _Meter:
         self.loss_sum += stats["loss"]
 
     @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+    @property
     def images_per_s(self) -> float:
-        return self.images / (time.perf_counter() - self.start)
+        return self.images / self.seconds
 
     @property
     def loss(self) -> float:
@@ -223,21 +280,24 @@ def _train_epoch(run: _Run, signals: StopSignals) -> _Meter:
     return meter
 
 
-def _end_epoch(run: _Run, meter: _Meter, on_epoch: Callable[[dict], None] | None) -> list[dict] | None:
-    """The epoch's record (validated when due, best weights kept), logged, then a checkpoint;
-    returns the validation's COCO results, None when it did not validate (and on ranks other than 0)."""
+def _end_epoch(run: _Run, meter: _Meter, on_epoch: Callable[[dict], None] | None,
+               plan: Plan | None) -> list[dict] | None:
+    """The epoch's record (validated when due, best weights kept), logged, the plan after the first
+    epoch, then a checkpoint; returns the validation's COCO results, None when it did not validate
+    (and on ranks other than 0)."""
     state, opt, mcfg = run.state, run.opt, run.state.model.config
     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     record = {"epoch": state.epoch, "step": state.step, "loss": meter.loss, "lr": opt.lr_at(state.step),
-              "images_per_s": meter.images_per_s}
+              "images_per_s": meter.images_per_s, "train_s": meter.seconds}
     results = None
-    if run.loaders.val is not None and (state.epoch % run.cfg.eval_every == 0 or state.epoch == run.cfg.epochs):
+    if run.loaders.val is not None and validates(state.epoch, run.cfg.epochs, run.cfg.eval_every):
+        start = time.perf_counter()
         # Each rank's EMA has averaged its own BN statistics; rank 0's are those saved and scored.
         broadcast_state(state.ema.module)
         detector = Detector(model_backend(state.ema.module, amp_dtype=opt.amp_dtype),
                             evaluation_postprocess(mcfg.postprocess), label_ids=run.splits.val.label_ids)
         metrics, results = evaluate(detector, run.loaders.val, run.splits.val)
-        record.update(metrics)
+        record.update(metrics, eval_s=time.perf_counter() - start)
         if metrics["AP"] > state.best_ap:
             state.best_ap = metrics["AP"]
             run.folder.save_best(state)
@@ -245,6 +305,8 @@ def _end_epoch(run: _Run, meter: _Meter, on_epoch: Callable[[dict], None] | None
     run.folder.record(record)
     if on_epoch is not None and run.folder.main:
         on_epoch(record)
+    if plan is not None and state.epoch == 1:
+        _apply_plan(run, plan, record)
     run.folder.checkpoint(state)
     return results
 

@@ -127,7 +127,10 @@ def _make_folder(folder: Path) -> Path:
 def _remove_partials(folder: Path, name: str) -> None:
     """Leftovers of a fetch that was killed (the lock is held: none is running)."""
     for stale in folder.glob(f".{name}{PARTIAL}*"):
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def _make(entry: Entry, dest: Path, deadline: float, progress: bool) -> None:

@@ -20,7 +20,9 @@ tooling does); entirely outside → dropped; crowd / difficult → kept and flag
 ``Sample.crowd``. Images without boxes are kept (negatives). Malformed records (wrong types,
 NaN/inf, negative sizes, unknown or duplicate ids, paths that leave the image folder, missing
 files) raise :class:`DatasetError` naming the file and the record: a dataset is fixed once rather
-than trained on half-read. An image with more than ``max_boxes`` objects (default
+than trained on half-read. Given a :class:`~efficientdet.data.sample.Problems` (``problems=``),
+every parser instead files each such record there, under its kind, and goes on without it, so that
+one pass finds them all; what still raises then is a file that cannot be read at all. An image with more than ``max_boxes`` objects (default
 :data:`DEFAULT_MAX_BOXES`, counted before boxes are clipped or dropped) is a :class:`DatasetError`
 naming it and the count: the loss and the anchor assignment hold a boxes × anchors matrix per
 image, which such an image would blow up.
@@ -28,11 +30,11 @@ image, which such an image would blow up.
 
 from .coco import load_coco
 from .common import DEFAULT_MAX_BOXES, Box, Object
-from .spec import FORMATS, SPLITS, DatasetSpec, load_dataset_yaml, load_split
+from .spec import FORMATS, SPLITS, DatasetSpec, load_dataset_yaml, load_split, split_source
 from .voc import VOC_CLASSES, load_voc
 from .yolo import IMAGE_SUFFIXES, load_yolo
 
 __all__ = [
     "DEFAULT_MAX_BOXES", "FORMATS", "IMAGE_SUFFIXES", "SPLITS", "VOC_CLASSES", "Box", "DatasetSpec", "Object",
-    "load_coco", "load_dataset_yaml", "load_split", "load_voc", "load_yolo",
+    "load_coco", "load_dataset_yaml", "load_split", "load_voc", "load_yolo", "split_source",
 ]

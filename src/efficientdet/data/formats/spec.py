@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ..sample import DatasetError, DatasetSplit
+from ..sample import EMPTY_SPLIT, DatasetError, DatasetSplit, Problems
 from .coco import load_coco
 from .common import DEFAULT_MAX_BOXES, show
 from .voc import load_voc
@@ -92,17 +92,25 @@ def _split(value: Any, split: str, fmt: str, root: Path, path: Path) -> dict[str
     return args
 
 
-def load_split(spec: DatasetSpec, split: str, max_boxes: int = DEFAULT_MAX_BOXES) -> DatasetSplit:
-    """Parse one split of a :class:`DatasetSpec` with its format's parser."""
+def load_split(spec: DatasetSpec, split: str, max_boxes: int = DEFAULT_MAX_BOXES,
+               problems: Problems | None = None) -> DatasetSplit:
+    """Parse one split of a :class:`DatasetSpec` with its format's parser; with ``problems``, its
+    malformed records are filed there and left out (only a file that cannot be read at all, or a
+    split without images, raises)."""
     if split not in spec.splits:
         raise DatasetError(f"{spec.source}: {split}: no such split (has {', '.join(spec.splits)})")
     parser = {"coco": load_coco, "voc": load_voc, "yolo": load_yolo}[spec.format]
     args = spec.splits[split]
-    parsed = parser(**args, names=spec.names, max_boxes=max_boxes)
+    parsed = parser(**args, names=spec.names, max_boxes=max_boxes, problems=problems)
     if not parsed.samples:  # nothing to train on or to score: say where, not fail later
-        source = args.get("annotations") or args.get("images") or args.get("root")
-        raise DatasetError(f"{source}: the {split} split has no images")
+        raise DatasetError(f"{split_source(spec, split)}: the {split} split has no images", EMPTY_SPLIT)
     return parsed
+
+
+def split_source(spec: DatasetSpec, split: str) -> Path:
+    """The file or folder that holds a split's annotations: what a message about the split names."""
+    args = spec.splits[split]
+    return args.get("annotations") or args.get("images") or args.get("root")
 
 
 def _names(value: Any, where: str) -> list[str]:

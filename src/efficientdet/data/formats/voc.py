@@ -19,7 +19,8 @@ from typing import Any
 
 from defusedxml import DefusedXmlException, ElementTree
 
-from ..sample import DatasetError, DatasetSplit, ParseReport, Sample
+from ..sample import (NEGATIVE_SIZE, UNKNOWN_CLASS, UNREADABLE_FILE, DatasetError, DatasetSplit, ParseReport,
+                      Problems)
 from ..images import image_size
 from . import common
 
@@ -30,9 +31,12 @@ VOC_CLASSES = (
 
 
 def load_voc(root: str | Path, split: str | None = None, names: Sequence[str] | None = None,
-             max_boxes: int = common.DEFAULT_MAX_BOXES) -> DatasetSplit:
+             max_boxes: int = common.DEFAULT_MAX_BOXES, problems: Problems | None = None) -> DatasetSplit:
     """``root`` = ``VOCdevkit/VOC2012``; ``split`` names ``ImageSets/Main/<split>.txt``, or every
-    ``Annotations/*.xml`` when None; ``names`` default to the 20 VOC classes."""
+    ``Annotations/*.xml`` when None; ``names`` default to the 20 VOC classes.
+
+    With ``problems``, a malformed XML file or object is filed there and left out; so is an image
+    whose file is missing."""
     root = Path(root)
     names = list(names) if names is not None else list(VOC_CLASSES)
     label_of = {name: c for c, name in enumerate(names)}
@@ -42,11 +46,19 @@ def load_voc(root: str | Path, split: str | None = None, names: Sequence[str] | 
     else:
         source = common.safe_join(root / "ImageSets" / "Main", f"{split}.txt", f"{root}: split")
         xmls = [common.safe_join(annotations, f"{i}.xml", f"{source}: id {i!r}") for i in _read_ids(source)]
-    common.require_files(xmls, "annotation files", source)
-    report = ParseReport()
-    samples = [_voc_sample(xml, index, root / "JPEGImages", label_of, report, max_boxes)
-               for index, xml in enumerate(xmls)]
-    common.require_files([s.image_path for s in samples], "images", source)
+    report = ParseReport(problems=problems)
+    missing_xmls = common.require_files(xmls, "annotation files", source, report)
+    records = []
+    for index, xml in enumerate(xmls):
+        if xml in missing_xmls:
+            continue
+        try:
+            records.append((index, *_voc_record(xml, root / "JPEGImages", label_of, report, max_boxes)))
+        except DatasetError as e:
+            report.skip(e)
+    missing = common.require_files([image for _, image, _, _, _ in records], "images", source, report)
+    samples = [common.build_sample(image, index, width, height, objects, report)
+               for index, image, width, height, objects in records if image not in missing]
     return DatasetSplit(samples, names, list(range(len(names))), report)
 
 
@@ -55,30 +67,37 @@ def _read_ids(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise DatasetError(f"{path}: cannot read ({e.strerror})") from None
+        raise DatasetError(f"{path}: cannot read ({e.strerror})", UNREADABLE_FILE) from None
     except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
+        raise DatasetError(f"{path}: not UTF-8 text ({e})", UNREADABLE_FILE) from None
     return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
-def _voc_sample(xml: Path, index: int, image_dir: Path, label_of: dict[str, int], report: ParseReport,
-                max_boxes: int) -> Sample:
+def _voc_record(xml: Path, image_dir: Path, label_of: dict[str, int], report: ParseReport,
+                max_boxes: int) -> tuple[Path, int, int, list[common.Object]]:
+    """One XML file: its image, the image's size and its objects (a malformed one filed in
+    ``report`` and left out)."""
     try:
         root = ElementTree.parse(xml).getroot()
     except DefusedXmlException as e:
         raise DatasetError(f"{xml}: refused: {type(e).__name__} ({e}); entity declarations and external "
-                           "references are not allowed") from None
+                           "references are not allowed", UNREADABLE_FILE) from None
     except ElementTree.ParseError as e:
-        raise DatasetError(f"{xml}: not well-formed XML ({e})") from None
+        raise DatasetError(f"{xml}: not well-formed XML ({e})", UNREADABLE_FILE) from None
     except OSError as e:
-        raise DatasetError(f"{xml}: cannot read ({e.strerror})") from None
+        raise DatasetError(f"{xml}: cannot read ({e.strerror})", UNREADABLE_FILE) from None
     filename = (root.findtext("filename") or "").strip()
     image = common.safe_join(image_dir, filename, f"{xml}: <filename>") if filename else image_dir / f"{xml.stem}.jpg"
     width, height = _voc_size(root, xml, image)
     found = root.findall("object")
     common.check_box_count(len(found), max_boxes, str(xml))
-    objects = [_voc_object(obj, f"{xml}: object #{i}", label_of) for i, obj in enumerate(found)]
-    return common.build_sample(image, index, width, height, objects, report)
+    objects = []
+    for i, obj in enumerate(found):
+        try:
+            objects.append(_voc_object(obj, f"{xml}: object #{i}", label_of))
+        except DatasetError as e:
+            report.skip(e)
+    return image, width, height, objects
 
 
 def _voc_size(root: Any, xml: Path, image: Path) -> tuple[int, int]:
@@ -95,17 +114,19 @@ def _voc_size(root: Any, xml: Path, image: Path) -> tuple[int, int]:
 def _voc_object(obj: Any, where: str, label_of: dict[str, int]) -> common.Object:
     name = (obj.findtext("name") or "").strip()
     if name not in label_of:
-        raise DatasetError(f"{where}: class {common.show(name)} is not one of the {len(label_of)} names")
+        raise DatasetError(f"{where}: class {common.show(name)} is not one of the {len(label_of)} names",
+                           UNKNOWN_CLASS)
     if obj.find("bndbox") is None:
         raise DatasetError(f"{where}: missing <bndbox>")
     x1, y1, x2, y2 = (_xml_number(obj, f"bndbox/{tag}", where) for tag in ("xmin", "ymin", "xmax", "ymax"))
     if x2 < x1 or y2 < y1:
-        raise DatasetError(f"{where}: bndbox has xmax < xmin or ymax < ymin: ({x1}, {y1}, {x2}, {y2})")
+        raise DatasetError(f"{where}: bndbox has xmax < xmin or ymax < ymin: ({x1}, {y1}, {x2}, {y2})",
+                           NEGATIVE_SIZE)
     difficult = (obj.findtext("difficult") or "0").strip()
     if difficult not in ("0", "1"):
         raise DatasetError(f"{where}: <difficult> must be 0 or 1, got {common.show(difficult)}")
     # 1-based inclusive pixel indices → continuous coordinates (see the module docstring).
-    return (x1 - 1, y1 - 1, x2, y2), label_of[name], difficult == "1"
+    return (x1 - 1, y1 - 1, x2, y2), label_of[name], difficult == "1", where
 
 
 def _xml_number(node: Any, tag: str, where: str) -> float:
