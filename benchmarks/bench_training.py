@@ -2,11 +2,12 @@
 
 Both train Lite0 on the same small dataset (coloured shapes on real photos,
 ``efficientdet.shapes``), at the same image size, batch and number of steps, from the same
-ImageNet Lite0 backbone, with the same official recipe (SGD momentum 0.9, lr 0.08 per 64
-images scaled to the batch, 1 epoch of linear warm-up from 0.008 then cosine, weight decay
-4e-5 on conv kernels, gradient clipping at 10, EMA 0.9998 with warm-up, stochastic depth to
-survival 0.8), and both are scored by the same COCO evaluation of their final EMA weights on
-the validation split.
+ImageNet Lite0 backbone, with the same recipe (``--recipe``, by default the official one: SGD
+momentum 0.9, lr 0.08 per 64 images scaled to the batch, 1 epoch of linear warm-up from 0.008
+then cosine, weight decay 4e-5 on conv kernels, gradient clipping at 10, EMA 0.9998 with
+warm-up, stochastic depth to survival 0.8; ``auto`` is the one ``efficientdet train`` would
+pick for these images and epochs), and both are scored by the same COCO evaluation of their
+final EMA weights on the validation split.
 
 * ours: ``efficientdet.train.train(TrainConfig(...))``, exactly what ``efficientdet train`` runs.
 * effdet: ``DetBenchTrain(tf_efficientdet_lite0)`` (its anchor labeler and loss) as the loss
@@ -33,7 +34,7 @@ workers by default).
 
     python benchmarks/bench_training.py [--epochs 12] [--train-images 240] [--val-images 60]
         [--image-size 256] [--batch-size 8] [--threads 2] [--workers 2] [--only ours|effdet]
-        [--effdet-nms soft|hard] [--seeds 0,1,2,3] [--json FILE]
+        [--effdet-nms soft|hard] [--seeds 0,1,2,3] [--recipe official|finetune|auto] [--json FILE]
 
 With several seeds, each is a complete run as above (its own generated dataset, initialisation
 and draws), and a last table lists them side by side with their mean.
@@ -63,6 +64,7 @@ from efficientdet.model import EfficientDet
 from efficientdet.shapes import make_shapes_dataset
 from efficientdet.train import TrainConfig, train, train_one_epoch
 from efficientdet.train.build import build_optimisation, train_loader
+from efficientdet.train.recipes import AUTO, RECIPE_NAMES, auto_recipe
 from efficientdet.weights.effdet import convert_effdet, effdet_names
 from efficientdet.weights.pretrained import load_pretrained_backbone
 
@@ -83,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0],
                    help="comma-separated; each seed makes its own dataset and training draws, and runs both")
     p.add_argument("--only", choices=("ours", "effdet"), help="train one of the two")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default="official",
+                   help="both trainings' recipe (auto: the one efficientdet train picks for these images and epochs)")
     p.add_argument("--effdet-nms", choices=("soft", "hard"), default="soft",
                    help="effdet's NMS at evaluation: soft = its gaussian soft-NMS (closest to the official default)")
     p.add_argument("--effdet-channels-last", action="store_true",
@@ -91,19 +95,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def recipe_name(args: argparse.Namespace) -> str:
+    """``--recipe``, with ``auto`` resolved as ``train`` resolves it (from the train images and epochs)."""
+    return auto_recipe(args.train_images, args.epochs)[0] if args.recipe == AUTO else args.recipe
+
+
 def recipe(args: argparse.Namespace, seed: int, data: Path, out: Path) -> TrainConfig:
-    """The one TrainConfig both trainings read their hyper-parameters from (official defaults).
+    """The one TrainConfig both trainings read their hyper-parameters from (``--recipe``).
 
     Evaluated once, after the last epoch: only the final EMA weights are compared.
     """
-    return TrainConfig(model=OURS, data=str(data), out=str(out), epochs=args.epochs, batch_size=args.batch_size,
-                       image_size=args.image_size, workers=args.workers, seed=seed, eval_every=args.epochs,
-                       device="cpu")
+    return TrainConfig(model=OURS, recipe=recipe_name(args), data=str(data), out=str(out), epochs=args.epochs,
+                       batch_size=args.batch_size, image_size=args.image_size, workers=args.workers, seed=seed,
+                       eval_every=args.epochs, device="cpu")
 
 
-def our_model(num_classes: int, image_size: int) -> EfficientDet:
-    """Our Lite0 with the packaged ImageNet backbone, as ``train()`` loads it (same file)."""
-    model = create_model(OURS, num_classes=num_classes, image_size=image_size)
+def our_model(cfg: TrainConfig, num_classes: int) -> EfficientDet:
+    """Our Lite0 with the packaged ImageNet backbone, as ``train()`` loads it (same file), with the
+    recipe's stochastic depth (effdet's is set from it)."""
+    off = {} if cfg.stochastic_depth else {"survival_prob": None}
+    model = create_model(OURS, num_classes=num_classes, image_size=cfg.image_size, **off)
     load_pretrained_backbone(model)
     return model.eval()
 
@@ -111,9 +122,9 @@ def our_model(num_classes: int, image_size: int) -> EfficientDet:
 def effdet_model(ours: EfficientDet, nms: str) -> torch.nn.Module:
     """effdet's Lite0 for the same classes and size, its backbone copied from ``ours``.
 
-    Its stochastic depth is set to ours (the official 0.8 survival at the last block, linear in
-    the block index; effdet's Lite config turns it off). The BiFPN and heads keep effdet's own
-    initialisation. The copy is checked on backbone features of a random input.
+    Its stochastic depth is set to ours (the official recipe's 0.8 survival at the last block,
+    linear in the block index; none in finetune; effdet's Lite config turns it off). The BiFPN
+    and heads keep effdet's own initialisation. The copy is checked on backbone features of a random input.
     """
     import effdet
 
@@ -368,7 +379,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, dict]:
         theirs = None
         if args.only in (None, "effdet"):
             num_classes = load_split(load_dataset_yaml(data), "train").num_classes
-            theirs = EffdetTraining(cfg, our_model(num_classes, args.image_size), args.effdet_nms,
+            theirs = EffdetTraining(cfg, our_model(cfg, num_classes), args.effdet_nms,
                                     args.effdet_channels_last)
         if args.only in (None, "ours"):
             runs["ours"] = run_ours(cfg, theirs.epoch if theirs is not None else None)
@@ -419,8 +430,9 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         runs = results[seed] = run_seed(args, seed)
         layout = "channels_last" if args.effdet_channels_last else "NCHW"
-        print(f"\nseed {seed}: Lite0 @ {args.image_size}, batch {args.batch_size}, {args.epochs} epochs × {batches} "
-              f"steps, {args.train_images} train / {args.val_images} val images, {args.workers} workers each; "
+        print(f"\nseed {seed}: Lite0 @ {args.image_size}, recipe {recipe_name(args)}, batch {args.batch_size}, "
+              f"{args.epochs} epochs × {batches} steps, {args.train_images} train / {args.val_images} val images, "
+              f"{args.workers} workers each; "
               f"effdet NMS: {args.effdet_nms}, layout: {layout} (ours: channels_last); COCO metrics of the final "
               f"EMA weights\n\n{summary_table(runs, args.epochs)}\n\n"
               f"{effdet_notes(runs['effdet']['history']) if 'effdet' in runs else ''}{epoch_table(runs)}", flush=True)

@@ -7,7 +7,7 @@ import torch
 from torchvision.ops import box_iou
 
 from efficientdet.anchor_fit import (SCALE_GRID, alternatives, anchor_fit, best_scale, fit_share, network_boxes,
-                                     scale_shares)
+                                     sample_boxes, scale_shares)
 from efficientdet.anchors import generate_anchors
 from efficientdet.config import feature_sizes, get_config, override
 
@@ -91,3 +91,13 @@ def test_no_boxes_fit_nothing():
     config = get_config("efficientdet-lite0")
     fit = anchor_fit(np.zeros((0, 4)), np.zeros((0, 2)), config, 0.5)
     assert (fit.boxes, fit.matched, fit.share) == (0, 0, 0.0)
+
+
+def test_a_large_set_is_measured_on_the_same_seeded_sample_every_time():
+    boxes, sizes = random_boxes(500, 5)
+    first, first_sizes = sample_boxes(boxes, sizes, limit=100)
+    again, _ = sample_boxes(boxes, sizes, limit=100)
+    assert len(first) == len(first_sizes) == 100 and np.array_equal(first, again)
+    rows = [int(np.flatnonzero((boxes == row).all(1))[0]) for row in first]
+    assert rows == sorted(rows)  # a subset, in the original order
+    assert sample_boxes(boxes, sizes, limit=500)[0] is boxes

@@ -23,6 +23,8 @@ def create_model(name: str, num_classes: int | None = None, weights: str | os.Pa
     COCO checkpoint, fetched once into the cache), ``"coco:effdet"``, ``"advprop"``, ``"coco640"``,
     with the config fields those weights were trained with (``image_size``, ``preprocess``) unless
     given here.
+    A ``.safetensors`` file gives the model its stored anchor settings (a run may train with its own,
+    ``anchors.anchor_scale``), unless given here.
     A trained ``.safetensors`` also holds its dataset's category ids and names: they are kept as
     ``model.labels`` (a :class:`~efficientdet.coco.LabelSpace`), which ``Detector``, ``predict``,
     ``eval`` and ``export`` use.
@@ -35,11 +37,12 @@ def create_model(name: str, num_classes: int | None = None, weights: str | os.Pa
         weights, trained_with = resolve(weights, name)
         overrides = {**trained_with, **overrides}
     if weights is not None and str(weights).endswith(".safetensors"):
-        from .weights import read_own_metadata
+        from .weights import read_anchors, read_own_metadata
 
         meta = read_own_metadata(weights)
         if num_classes is None:
             num_classes = int(meta["num_classes"])
+        overrides = {**read_anchors(weights, meta), **overrides}  # the anchors its outputs are relative to
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     if overrides:

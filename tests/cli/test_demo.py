@@ -25,7 +25,9 @@ def test_demo_fits_its_length_to_the_budget_and_writes_its_dataset_metrics_curve
                      r"\([\d.]+ images/s\), a validation takes [\d.]+ s; 1 epochs \(the least: over the budget\)",
                      printed), printed
     assert re.search(r"1 epochs, [\d.]+ min \(budget 0\.01 min\); wrote", printed), printed
-    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 1
+    train = json.loads((out / "config.json").read_text())["train"]
+    assert train["epochs"] == 1
+    assert (train["recipe"], train["lr"]) == ("finetune", demo.DEFAULT_LR)  # what `train --recipe auto` picks
     assert "AP50" in (out / "metrics.md").read_text()
     assert (out / "data").is_dir() and (out / "curves.png").stat().st_size > 0
     assert len(list((out / "val_images").glob("*.png"))) == 4

@@ -192,7 +192,8 @@ def test_train_refuses_a_run_folder_in_use_unless_resumed_or_replaced(data, tmp_
     assert main(quick_train(data, out, "--exist-ok", "--set", "max_steps=1")) == 0  # stops before any epoch ends
     assert "--exist-ok: removed the previous run's config.json, metrics.jsonl, train_state.pt, weights, " \
            "curves.png, val_images" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} - {"tensorboard"} == {"config.json", "train_state.pt", "weights"}
+    assert {p.name for p in out.iterdir()} - {"tensorboard"} == {"config.json", "data_check.json", "train_state.pt",
+                                                                 "weights"}
     assert [p.name for p in (out / "weights").iterdir()] == ["last.safetensors"]
 
 
@@ -337,9 +338,126 @@ def test_recipe_official_keeps_the_model_stochastic_depth_and_set_overrides_its_
                               "warmup_init, warmup_epochs, new_head_lr, ema_decay, freeze_bn)"),
     (["--set", "recipe=official"], "--set recipe: the recipe is chosen with --recipe, before --set changes its fields"),
     (["--set", "optim.lr=1"], "--set optim.lr: only loss.<field>"),
+    (["--set", "anchors.aspect_ratios=1,0"], "TrainConfig.anchors.aspect_ratios must be positive numbers, got (1.0, 0.0)"),
+    (["--set", "anchors.anchor_scale=-2"], "TrainConfig.anchors.anchor_scale must be a positive number or 'auto', "
+                                           "got -2.0"),
 ])
 def test_bad_recipe_or_set_is_one_line_naming_the_valid_ones(extra, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--data", "missing.yaml", "--out", "x", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def copy_dataset(data, folder):
+    """A copy of the module's dataset (its JSON files; the images are shared) to break or change."""
+    folder.mkdir()
+    for split in ("train", "val"):
+        (folder / f"{split}.json").write_text((data.parent / f"{split}.json").read_text())
+    (folder / "data.yaml").write_text(json.dumps({"format": "coco", **{
+        split: {"images": str(data.parent / "images"), "annotations": f"{split}.json"} for split in ("train", "val")}}))
+    return folder / "data.yaml"
+
+
+def edit_split(path, split, change):
+    record = json.loads((path.parent / f"{split}.json").read_text())
+    change(record)
+    (path.parent / f"{split}.json").write_text(json.dumps(record))
+    return path.parent / f"{split}.json"
+
+
+def test_train_refuses_a_dataset_listing_every_problem_found_in_one_pass(data, tmp_path, capsys):
+    """Not one problem per attempt: the negative box, the unknown category (train split) and the
+    missing image (val split) in one error, before anything is written."""
+    copy = copy_dataset(data, tmp_path / "bad")
+
+    def train_change(record):
+        record["annotations"][0]["bbox"] = [1, 1, -5, 5]
+        record["annotations"][1]["category_id"] = 77
+    train_json = edit_split(copy, "train", train_change)
+    val_json = edit_split(copy, "val", lambda r: r["images"][0].__setitem__("file_name", "gone.jpg"))
+    assert main(quick_train(copy, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines[0] == (f"efficientdet train: error: {copy}: 3 problems in the dataset, the first 20 of each kind "
+                        "listed (`efficientdet data check` adds the statistics):")
+    assert "  negative box size: 1" in lines and "  unknown class: 1" in lines and "  missing file: 1" in lines
+    assert f"    {train_json}: annotation id " in err and "category_id 77 is not in 'categories'" in err
+    assert f"    {val_json}: 1 of 4 images missing: " in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_boxes_that_no_anchor_can_match_in_one_line_with_the_fix(data, tmp_path, capsys):
+    copy = copy_dataset(data, tmp_path / "dots")
+    edit_split(copy, "train", lambda r: [a.__setitem__("bbox", [a["bbox"][0], a["bbox"][1], 1, 1])
+                                         for a in r["annotations"]])
+    assert main(quick_train(copy, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"efficientdet train: error: {copy}: 0.0% of the ")
+    assert err.endswith("training boxes have an anchor with IoU >= 0.5 (efficientdet-lite0 at 128x128, anchor_scale "
+                        "3): none can be matched; no larger --image-size, anchors.anchor_scale or "
+                        "anchors.aspect_ratios tried gives more; are the boxes in the pixels of their images?\n")
+    assert not (tmp_path / "run" / "weights").exists()
+
+
+def test_anchor_scale_auto_takes_the_best_grid_scale_and_the_weights_carry_it(data, tmp_path, capsys, monkeypatch):
+    """Boxes half their size: the scale of the grid that matches the most training boxes (not the
+    model's 3) is the run's, printed with the grid after the fit and warnings of the data check, in
+    config.json, and in the weights, from which create_model, eval and predict rebuild the anchors."""
+    import efficientdet
+    from efficientdet.anchor_fit import best_scale, scale_shares
+    from efficientdet.config import get_config, override
+    from efficientdet.data import load_dataset_yaml, load_split
+    from efficientdet.data.check import training_boxes
+
+    def halve(record):
+        for a in record["annotations"]:
+            a["bbox"] = [*a["bbox"][:2], a["bbox"][2] / 2, a["bbox"][3] / 2]
+        record["annotations"][0]["bbox"] = [100, 100, 60, 60]  # clipped to the 128 px image: a warning
+
+    copy = copy_dataset(data, tmp_path / "small")
+    train_json = edit_split(copy, "train", halve)
+    out = tmp_path / "run"
+    assert main(quick_train(copy, out, "--set", "eval_every=1", "--set", "anchors.anchor_scale=auto")) == 0
+    printed = capsys.readouterr().out
+    split = load_split(load_dataset_yaml(copy), "train")
+    config = override(get_config("efficientdet-lite0"), image_size=128, num_classes=split.num_classes)
+    boxes, sizes, _ = training_boxes(split)
+    shares = scale_shares(boxes, sizes, config, 0.5)
+    scale = best_scale(shares, 3.0)
+    assert scale != 3.0 and shares[scale] == max(shares.values()) > shares[3.0]
+    assert f"anchors.anchor_scale=auto: {scale:g} (train boxes with an anchor of IoU >= 0.5 by scale: 1 " in printed
+    assert f"anchor fit (efficientdet-lite0 at 128x128, anchor_scale {scale:g}, aspect ratios 1, 2, 0.5): " in printed
+    assert f"warning: box clipped to the image: 1, e.g. {train_json}: annotation id " in printed
+    assert printed.index("anchor fit (") < printed.index("epoch=1 ")  # at the start, before any epoch
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["anchors"]["anchor_scale"] == saved["model"]["anchors"]["anchor_scale"] == scale
+    check = json.loads((out / "data_check.json").read_text())
+    assert check["splits"]["train"]["boxes"] == len(boxes) and check["anchor_fit"]["anchor_scale"] == scale
+    assert "box clipped to the image" in check["problems"]["warnings"]
+    best = out / "weights" / "best.safetensors"
+    assert efficientdet.create_model("efficientdet-lite0", weights=best).config.anchors.anchor_scale == scale
+    built = []
+
+    def create_model(*args, **kwargs):
+        model = real(*args, **kwargs)
+        built.append(model.config.anchors.anchor_scale)
+        return model
+    real = efficientdet.create_model
+    monkeypatch.setattr(efficientdet, "create_model", create_model)
+    model_args = ["--model", "efficientdet-lite0", "--weights", str(best), "--image-size", "128", "--workers", "0"]
+    assert main(["eval", "--data", str(copy), *model_args]) == 0
+    assert main(["predict", *model_args, str(data.parent / "images"), "--out", str(tmp_path / "pred"), "--quiet"]) == 0
+    assert built == [scale, scale]
+
+
+def test_anchor_settings_are_a_nested_section_of_set():
+    cfg = apply_sets(TrainConfig(), ["anchors.anchor_scale=auto", "anchors.aspect_ratios=1,2,0.5,4,0.25"])
+    assert cfg.anchors.anchor_scale == "auto" and cfg.anchors.aspect_ratios == (1.0, 2.0, 0.5, 4.0, 0.25)
+    assert apply_sets(TrainConfig(), ["anchors.anchor_scale=2.5"]).anchors.anchor_scale == 2.5
+    assert config_from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))), TrainConfig) == cfg
+    with pytest.raises(ValueError, match="TrainConfig.anchors.anchor_scale must be a positive number or 'auto', "
+                                         "got 'big'"):
+        apply_sets(TrainConfig(), ["anchors.anchor_scale=big"])
+    with pytest.raises(ValueError, match="--set anchors.scale: unknown field; valid: anchor_scale, aspect_ratios$"):
+        apply_sets(TrainConfig(), ["anchors.scale=2"])

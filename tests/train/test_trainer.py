@@ -225,6 +225,32 @@ def test_finetune_recipe_trains_the_new_class_head_at_its_factor_of_the_learning
     assert groups[2]["lr"] == groups[3]["lr"] == pytest.approx(10 * groups[0]["lr"]) and groups[0]["lr"] > 0
 
 
+def test_other_aspect_ratios_start_both_predictors_afresh_and_the_weights_carry_them(shapes, tmp_path):
+    """Five aspect ratios instead of three: 15 anchors per position, so the box and class predictors
+    of the loaded weights do not fit and start afresh (the rest is loaded); the run's weights load
+    back with its anchors."""
+    from efficientdet.train.config import AnchorChoice
+    from efficientdet.weights import save_safetensors
+
+    torch.manual_seed(0)
+    src = create_model("efficientdet-lite0", num_classes=4, image_size=128)
+    path = save_safetensors(src, tmp_path / "src.safetensors")
+    lines = []
+    ratios = (1.0, 2.0, 0.5, 4.0, 0.25)
+    train(base(shapes, tmp_path / "run", weights=str(path), anchors=AnchorChoice(aspect_ratios=ratios), max_steps=1,
+               lr=0.0, warmup_init=0.0), log=lines.append)
+    assert any("(box and class predictors re-initialised: 9 → 15 anchors per position)" in line for line in lines)
+    state = final_state(tmp_path / "run")["model"]
+    assert state["box_net.predict.pointwise.weight"].shape[0] == 15 * 4
+    for key, value in src.state_dict().items():
+        if not key.startswith(("class_net.predict.", "box_net.predict.")) and "running" not in key \
+                and "num_batches" not in key:
+            assert torch.equal(state[key], value), key  # lr 0: as loaded
+    model = create_model("efficientdet-lite0", weights=tmp_path / "run" / "weights" / "last.safetensors",
+                         image_size=128)
+    assert model.config.anchors.aspect_ratios == ratios
+
+
 def test_fine_tune_from_published_coco_weights_by_name(shapes, tmp_path, mirror_env, monkeypatch):
     from mirror import model_archive
 

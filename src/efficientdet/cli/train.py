@@ -28,8 +28,13 @@ def _convert(value: str, kind: Any, key: str) -> Any:
     if origin is tuple:
         parts = value.split(",")
         return tuple(_convert(p, args[0], key) for p in parts)
-    if args and origin is not None:  # Optional[X] / X | None
-        return _convert(value, args[0], key)
+    if args and origin is not None:  # X | None, X | Y | None: the first type that reads the value
+        for arg in args[:-1]:
+            try:
+                return _convert(value, arg, key)
+            except ValueError:
+                pass
+        return _convert(value, args[-1], key)
     if kind is bool:
         if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"--set {key}: expected true/false, got {value!r}")
@@ -103,8 +108,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model(p, default="efficientdet-lite0")
     p.add_argument("--data", required=True, help="dataset YAML (format: coco | voc | yolo)")
     p.add_argument("--recipe", default=AUTO, metavar="|".join(RECIPE_NAMES),
-                   help=f"the settings --set starts from (default auto: official from {OFFICIAL_MIN_IMAGES:,} train "
-                        f"images and {OFFICIAL_MIN_EPOCHS} epochs, finetune below)")
+                   help=f"the settings --set starts from (default auto: official from {OFFICIAL_MIN_IMAGES:,} "
+                        f"train images and {OFFICIAL_MIN_EPOCHS} epochs, finetune below)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="per process")

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from ..anchor_fit import LOW_FIT, AnchorFit, alternatives, anchor_fit, network_boxes
+from ..anchor_fit import LOW_FIT, AnchorFit, alternatives, anchor_fit, network_boxes, sample_boxes
 from ..config import ModelConfig
 from .formats import DatasetSpec, load_split, split_source
 from .images import DEFAULT_MAX_PIXELS, probe_images
@@ -70,36 +71,55 @@ def training_problem(split: DatasetSplit, spec: DatasetSpec) -> DatasetError | N
     return DatasetError(f"{spec.source}: the train split has nothing to train on: {why}", EMPTY_SPLIT)
 
 
+class _Objects(NamedTuple):
+    """Every object of a split in one array each (numpy, not a loop per image, for large datasets)."""
+
+    boxes: np.ndarray  # [M, 4] xyxy image pixels
+    sizes: np.ndarray  # [M, 2] (height, width) of each object's image
+    labels: np.ndarray  # [M]
+    crowd: np.ndarray  # [M] bool
+    image: np.ndarray  # [M] index of each object's image in the split
+
+
+def _objects(split: DatasetSplit) -> _Objects:
+    samples = split.samples
+    counts = np.array([len(s.labels) for s in samples], np.int64)
+    if not counts.sum():
+        return _Objects(np.zeros((0, 4), np.float32), np.zeros((0, 2), np.int64), np.zeros(0, np.int64),
+                        np.zeros(0, bool), np.zeros(0, np.int64))
+    sizes = np.array([(s.height, s.width) for s in samples], np.int64)
+    return _Objects(np.concatenate([s.boxes for s in samples]), np.repeat(sizes, counts, axis=0),
+                    np.concatenate([s.labels for s in samples]), np.concatenate([s.crowd for s in samples]),
+                    np.repeat(np.arange(len(samples)), counts))
+
+
 def training_boxes(split: DatasetSplit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The boxes training learns from (crowd left out): ``[M, 4]`` xyxy image pixels, the size
     ``[M, 2]`` (height, width) of each one's image, and the labels ``[M]``."""
-    keep = [~s.crowd for s in split.samples]
-    boxes = [s.boxes[k] for s, k in zip(split.samples, keep)]
-    sizes = [np.tile([s.height, s.width], (int(k.sum()), 1)) for s, k in zip(split.samples, keep)]
-    labels = [s.labels[k] for s, k in zip(split.samples, keep)]
-    if not boxes:
-        return np.zeros((0, 4), np.float32), np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
-    return np.concatenate(boxes).reshape(-1, 4), np.concatenate(sizes).reshape(-1, 2), np.concatenate(labels)
+    objects = _objects(split)
+    keep = ~objects.crowd
+    return objects.boxes[keep], objects.sizes[keep], objects.labels[keep]
 
 
 def split_stats(split: DatasetSplit, image_size: tuple[int, int]) -> dict:
     """Images and boxes per class, boxes per image and box sides at the network input ``image_size``."""
-    boxes, sizes, labels = training_boxes(split)
-    per_image = np.array([int((~s.crowd).sum()) for s in split.samples])
-    crowd = np.concatenate([s.labels[s.crowd] for s in split.samples] or [np.zeros(0, np.int64)])
-    classes = []
-    for c, (name, label_id) in enumerate(zip(split.names, split.label_ids)):
-        images = sum(bool((s.labels[~s.crowd] == c).any()) for s in split.samples)
-        classes.append({"name": name, "id": label_id, "images": images, "boxes": int((labels == c).sum()),
-                        "crowd": int((crowd == c).sum())})
-    scaled = network_boxes(boxes, sizes, image_size).numpy()
+    objects = _objects(split)
+    keep, num = ~objects.crowd, split.num_classes
+    labels, crowd = objects.labels[keep], objects.labels[objects.crowd]
+    per_image = np.bincount(objects.image[keep], minlength=len(split.samples))
+    image_class = np.unique(objects.image[keep] * num + labels)  # the (image, class) pairs present
+    counts = {what: np.bincount(values, minlength=num).tolist()
+              for what, values in (("images", image_class % num), ("boxes", labels), ("crowd", crowd))}
+    classes = [{"name": name, "id": label_id, **{what: counts[what][c] for what in counts}}
+               for c, (name, label_id) in enumerate(zip(split.names, split.label_ids))]
+    scaled = network_boxes(objects.boxes[keep], objects.sizes[keep], image_size).numpy()
     sides = np.sqrt((scaled[:, 2] - scaled[:, 0]) * (scaled[:, 3] - scaled[:, 1]))
     quantiles = dict(zip(("min", "p10", "median", "p90", "max"), np.percentile(sides, [0, 10, 50, 90, 100])
                          .round(1).tolist())) if len(sides) else {}
     report = split.report
     return {
         "images": len(split.samples), "images_without_boxes": int((per_image == 0).sum()),
-        "boxes": len(boxes), "crowd": len(crowd),
+        "boxes": len(labels), "crowd": len(crowd),
         "clipped": report.clipped, "dropped_zero_area": report.zero_area, "dropped_outside": report.outside,
         "boxes_per_image": {"mean": round(float(per_image.mean()), 2) if len(per_image) else 0.0,
                             "median": float(np.median(per_image)) if len(per_image) else 0.0,
@@ -142,7 +162,7 @@ class DatasetCheck:
         for split, stats in self.stats.items():
             out += _stats_lines(split, stats, self.config.image_size)
         if self.fit is not None:
-            out += fit_lines(self.fit, self.config.name, self.suggestions)
+            out += fit_lines(self.fit, self.config.name, self.suggestions, self.stats["train"]["boxes"])
         return out
 
 
@@ -161,12 +181,12 @@ def summarise(spec: DatasetSpec, splits: dict[str, DatasetSplit], problems: Prob
             if not c["boxes"]:
                 problems.warn(UNUSED_CLASS, f"{split_source(spec, 'train')}: class {c['name']!r} (id {c['id']}) "
                                             "has no box to train on")
-        boxes, sizes, _ = training_boxes(train)
+        boxes, sizes = sample_boxes(*training_boxes(train)[:2])
         if len(boxes):
             fit = anchor_fit(boxes, sizes, config, threshold)
             if fit.share < LOW_FIT:
                 suggestions = alternatives(boxes, sizes, config, threshold)
-                _file_fit(fit, config, suggestions, spec, problems)
+                _file_fit(fit, config, suggestions, stats["train"]["boxes"], spec, problems)
     return DatasetCheck(spec.source, spec.format, config, splits, problems, stats, fit, suggestions)
 
 
@@ -181,13 +201,13 @@ def check_dataset(spec: DatasetSpec, config: ModelConfig, threshold: float, max_
     return summarise(spec, splits, problems, config, threshold)
 
 
-def _file_fit(fit: AnchorFit, config: ModelConfig, suggestions: list[tuple[str, float]], spec: DatasetSpec,
-              problems: Problems) -> None:
+def _file_fit(fit: AnchorFit, config: ModelConfig, suggestions: list[tuple[str, float]], total: int,
+              spec: DatasetSpec, problems: Problems) -> None:
     """A low fit is a warning naming the best change; none matched at all, an error: no box of the
-    dataset would train more than the one anchor it is forced onto."""
+    dataset would train more than the one anchor it is forced onto. ``total``: the train boxes."""
     setting = (f"{config.name} at {config.image_size[0]}x{config.image_size[1]}, anchor_scale "
                f"{config.anchors.anchor_scale:g}")
-    what = (f"{spec.source}: {fit.share:.1%} of the {fit.boxes} training boxes have an anchor with IoU >= "
+    what = (f"{spec.source}: {fit.share:.1%} of the {total} training boxes have an anchor with IoU >= "
             f"{fit.threshold:g} ({setting})")
     option, share = max(suggestions, key=lambda s: s[1])
     fix = (f"{option} would give {share:.1%}" if share > fit.share else
@@ -199,12 +219,14 @@ def _file_fit(fit: AnchorFit, config: ModelConfig, suggestions: list[tuple[str, 
         problems.warn(LOW_ANCHOR_FIT, f"{what}; {fix}")
 
 
-def fit_lines(fit: AnchorFit, model: str, suggestions: list[tuple[str, float]]) -> list[str]:
-    """The anchor fit as text: the share, a row per level, what each suggestion would give."""
+def fit_lines(fit: AnchorFit, model: str, suggestions: list[tuple[str, float]], total: int) -> list[str]:
+    """The anchor fit as text: the share, a row per level, what each suggestion would give;
+    ``total``: the train boxes the fit's were sampled from."""
     h, w = fit.image_size
     aspects = ", ".join(f"{r:g}" for r in fit.aspect_ratios)
+    sampled = f" (a seeded sample of the {total})" if fit.boxes < total else ""
     out = [f"anchor fit ({model} at {h}x{w}, anchor_scale {fit.anchor_scale:g}, aspect ratios {aspects}): "
-           f"{fit.share:.1%} of {fit.boxes} train boxes have an anchor with IoU >= {fit.threshold:g}",
+           f"{fit.share:.1%} of {fit.boxes} train boxes{sampled} have an anchor with IoU >= {fit.threshold:g}",
            f"  {'level':<6}{'anchor sides':>14}{'boxes':>8}{'matched':>9}{'median side':>13}"]
     for lv in fit.levels:
         sides = f"{lv.anchor_sides[0]:g}-{lv.anchor_sides[1]:g}"

@@ -1,51 +1,98 @@
-"""The pieces a run is built from, one function each: dataset splits, loaders, and the
-optimisation state a step needs."""
+"""The pieces a run is built from, one function each: the dataset's splits (checked), the model's
+config and the dataset's fit to it, loaders, and the optimisation state a step needs."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..config import ModelConfig, feature_sizes
-from ..data.check import training_problem
-from ..data import (DatasetSpec, DatasetSplit, DetectionDataset, TrainTransform, build_loader,
-                    load_dataset_yaml, load_split)
+from ..anchor_fit import best_scale, sample_boxes, scale_shares
+from ..config import ModelConfig, feature_sizes, get_config, override
+from ..data import (DatasetSpec, DatasetSplit, DetectionDataset, Problems, TrainTransform, build_loader,
+                    load_dataset_yaml)
+from ..data.check import DatasetCheck, fit_lines, read_splits, summarise, training_boxes, training_problem
+from ..data.sample import WARNING
 from ..evaluate import eval_loader
 from ..model import EfficientDet
 from .config import TrainConfig
 from .ema import ModelEMA
 from .optim import build_optimizer, cosine_lr, scaled_lr
+from .recipes import AUTO
 from .sampling import EpochSampler, SeededDataset
 
 
 class Splits(NamedTuple):
     train: DatasetSplit
     val: DatasetSplit | None  # None when the dataset YAML has no val split
+    spec: DatasetSpec
+    problems: Problems  # the warnings found reading them (any error refuses the dataset)
 
 
 def load_splits(cfg: TrainConfig, log: Callable[[str], None]) -> Splits:
-    """The dataset's train and val splits, each checked and summarised in one line."""
+    """The dataset's train and val splits, each summarised in one line. Every problem of both is
+    found in one pass: any error refuses the dataset with all of them listed (one alone as its own
+    line); so does a train split without a box to learn from."""
     spec = load_dataset_yaml(cfg.data)
-    train = load_split(spec, "train", cfg.max_boxes)
-    _require_training_boxes(train, spec)
-    val = load_split(spec, "val", cfg.max_boxes) if "val" in spec.splits else None
-    log(f"train: {train.report.summary()}")
-    if val is not None:
-        log(f"val: {val.report.summary()}")
-    return Splits(train, val)
+    problems = Problems()
+    splits = read_splits(spec, ["train"], cfg.max_boxes, problems)
+    if "train" not in splits:  # unreadable, or without images: no use reading further
+        problems.raise_errors(spec.source)
+    splits |= read_splits(spec, ["val"] if "val" in spec.splits else [], cfg.max_boxes, problems)
+    problems.raise_errors(spec.source)
+    empty = training_problem(splits["train"], spec)
+    if empty is not None:
+        raise empty
+    for name, split in splits.items():
+        log(f"{name}: {split.report.summary()}")
+    return Splits(splits["train"], splits.get("val"), spec, problems)
 
 
-def _require_training_boxes(split: DatasetSplit, spec: DatasetSpec) -> None:
-    """The data check's refusal of a split without one box to learn from, raised here."""
-    problem = training_problem(split, spec)
-    if problem is not None:
-        raise problem
+def model_config(cfg: TrainConfig, split: DatasetSplit,
+                 log: Callable[[str], None]) -> tuple[TrainConfig, ModelConfig]:
+    """The model the run trains: the variant with the dataset's classes and the run's image size,
+    stochastic depth and anchors; ``anchors.anchor_scale="auto"`` becomes the scale of the grid that
+    matches the most training boxes (in the config returned too, so that config.json holds it)."""
+    overrides: dict[str, Any] = {"num_classes": split.num_classes}
+    if cfg.image_size:
+        overrides["image_size"] = cfg.image_size
+    if not cfg.stochastic_depth:
+        overrides["survival_prob"] = None
+    if cfg.anchors.aspect_ratios is not None:
+        overrides["aspect_ratios"] = cfg.anchors.aspect_ratios
+    if cfg.anchors.anchor_scale not in (None, AUTO):
+        overrides["anchor_scale"] = float(cfg.anchors.anchor_scale)
+    mcfg = override(get_config(cfg.model), **overrides)
+    if cfg.anchors.anchor_scale == AUTO:
+        boxes, sizes = sample_boxes(*training_boxes(split)[:2])
+        shares = scale_shares(boxes, sizes, mcfg, cfg.loss.match_threshold)
+        scale = best_scale(shares, mcfg.anchors.anchor_scale)
+        log(f"anchors.anchor_scale=auto: {scale:g} (train boxes with an anchor of IoU >= "
+            f"{cfg.loss.match_threshold:g} by scale: {', '.join(f'{s:g} {v:.1%}' for s, v in shares.items())})")
+        mcfg = override(mcfg, anchor_scale=scale)
+        cfg = dataclasses.replace(cfg, anchors=dataclasses.replace(cfg.anchors, anchor_scale=scale))
+    return cfg, mcfg
+
+
+def check_dataset_fit(splits: Splits, mcfg: ModelConfig, threshold: float,
+                      log: Callable[[str], None]) -> DatasetCheck:
+    """The dataset check's statistics and anchor fit for the model the run trains, the fit and each
+    kind of warning logged; a dataset whose training boxes no anchor can match is refused."""
+    found = summarise(splits.spec, {"train": splits.train, **({"val": splits.val} if splits.val else {})},
+                      splits.problems, mcfg, threshold)
+    found.problems.raise_errors(splits.spec.source)
+    if found.fit is not None:
+        for line in fit_lines(found.fit, mcfg.name, found.suggestions, found.stats["train"]["boxes"]):
+            log(line)
+    for kind, count in found.problems.kinds(WARNING).items():
+        log(f"warning: {kind}: {count}, e.g. {found.problems.first[WARNING, kind][0]}")
+    return found
 
 
 def frozen_batch_norms(model: EfficientDet, cfg: TrainConfig) -> list[nn.Module]:

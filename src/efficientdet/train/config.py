@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..config import get_config, list_models, min_input_size
 from ..data.formats import DEFAULT_MAX_BOXES
 from ..loss import LossConfig
 from .recipes import AUTO, RECIPE_FIELDS, RECIPE_NAMES, RECIPES
+
+
+@dataclass(frozen=True)
+class AnchorChoice:
+    """The run's anchors, where they are not the model's (None keeps the model's); the weights
+    carry them (``create_model`` reads them back). ``anchor_scale="auto"``: the scale of
+    :data:`~efficientdet.anchor_fit.SCALE_GRID` that matches the most training boxes."""
+
+    anchor_scale: float | str | None = None
+    aspect_ratios: tuple[float, ...] | None = None  # another count changes the heads: their predictors start afresh
+
+    def __post_init__(self) -> None:
+        scale = self.anchor_scale
+        if scale is not None and scale != AUTO and not (isinstance(scale, (int, float)) and 0 < scale < math.inf):
+            raise ValueError(f"TrainConfig.anchors.anchor_scale must be a positive number or 'auto', got {scale!r}")
+        ratios = self.aspect_ratios
+        if ratios is not None and not (ratios and all(isinstance(r, (int, float)) and 0 < r < math.inf
+                                                      for r in ratios)):
+            raise ValueError(f"TrainConfig.anchors.aspect_ratios must be positive numbers, got {ratios!r}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,7 @@ class TrainConfig:
     eval_batch_size: int = 8
     device: str | None = None
     loss: LossConfig = field(default_factory=LossConfig)
+    anchors: AnchorChoice = field(default_factory=AnchorChoice)
     resume: bool = False
     exist_ok: bool = False  # train into a non-empty --out: the previous run's files are removed first
     max_steps: int | None = None  # stop after this many steps (tests, smoke runs)

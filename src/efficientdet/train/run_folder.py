@@ -14,13 +14,15 @@ from torch import nn
 
 from ..config import ModelConfig, config_to_dict
 from ..data import DatasetSplit
+from ..data.check import DatasetCheck
 from ..weights import save_safetensors
 from .config import TrainConfig
 from .report import draw_predictions, plot_curves
 from .state import TrainState
 
 # What a run writes into its folder (trainer's docstring): --exist-ok removes these of the previous run.
-RUN_FILES = ("config.json", "metrics.jsonl", "train_state.pt", "weights", "curves.png", "val_images", "tensorboard")
+RUN_FILES = ("config.json", "metrics.jsonl", "train_state.pt", "weights", "curves.png", "val_images", "data_check.json",
+             "tensorboard")
 
 # The per-epoch fields of the log line (metrics.jsonl has them all).
 LOGGED = ("epoch", "loss", "images_per_s", "AP", "AP50")
@@ -61,8 +63,10 @@ class RunFolder:
         if old:
             self.log(f"--exist-ok: removed the previous run's {', '.join(p.name for p in old)} from {self.out}")
 
-    def start(self, cfg: TrainConfig, mcfg: ModelConfig, split: DatasetSplit, world: int, recipe: str) -> None:
-        """config.json (the resolved configs, the recipe line, the label space), the weights folder, TensorBoard."""
+    def start(self, cfg: TrainConfig, mcfg: ModelConfig, split: DatasetSplit, world: int, recipe: str,
+              check: DatasetCheck) -> None:
+        """config.json (the resolved configs, the recipe line, the label space), data_check.json (the
+        dataset's warnings, statistics and anchor fit), the weights folder, TensorBoard."""
         # Stored with every weights file: the label space that create_model, predict and eval read back.
         self._labels = {"names": json.dumps(split.names), "label_ids": json.dumps(split.label_ids)}
         if not self.main:
@@ -70,6 +74,7 @@ class RunFolder:
         self.weights.mkdir(parents=True, exist_ok=True)
         self.recipe = recipe
         self.write_config(cfg, mcfg, split, world)
+        (self.out / "data_check.json").write_text(json.dumps(check.to_dict(), indent=2))
         self._board = _tensorboard(self.out)
 
     def write_config(self, cfg: TrainConfig, mcfg: ModelConfig, split: DatasetSplit, world: int) -> None:

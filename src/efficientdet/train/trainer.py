@@ -1,8 +1,13 @@
-"""``train(TrainConfig)``: data → model → the official recipe → checkpoints and metrics in a run folder.
+"""``train(TrainConfig)``: data (checked) → recipe → model → checkpoints and metrics in a run folder.
+
+The dataset is checked first (:mod:`efficientdet.data.check`): every problem of its train and val
+splits found in one pass, any error refusing it with all of them listed; then the statistics and
+the anchor fit of the model the run trains, a fit of zero refusing it.
 
 Run folder::
 
-    RUN/config.json              the resolved TrainConfig and model config
+    RUN/config.json              the resolved TrainConfig (recipe included) and model config
+    RUN/data_check.json          the dataset's warnings, statistics per split and class, anchor fit
     RUN/metrics.jsonl            one JSON line per epoch (losses, lr, images/s, seconds, COCO metrics)
     RUN/weights/last.safetensors EMA weights after the last epoch (create_model(weights=…) loads it)
     RUN/weights/best.safetensors EMA weights of the best validation AP
@@ -34,18 +39,18 @@ from torch import nn
 from .. import create_model
 from ..anchors import generate_anchors
 from ..coco import COCO_NUM_CLASSES
-from ..config import evaluation_postprocess
+from ..config import ModelConfig, evaluation_postprocess
 from ..distributed import broadcast_state, init_distributed
 from ..evaluate import evaluate
 from ..inference import Detector
 from ..inference.backends import model_backend
 from ..model import EfficientDet
-from ..weights import read_metadata, read_weights
+from ..weights import read_anchors, read_metadata, read_weights
 from ..weights.hub import resolve
 from ..weights.pretrained import load_pretrained_backbone
 from ..weights.remap import remap_state
 from .build import (Loaders, Optimisation, Splits, build_loaders, build_optimisation, check_batch_norm_batch,
-                    frozen_batch_norms, load_splits, lr_schedule)
+                    check_dataset_fit, frozen_batch_norms, load_splits, lr_schedule, model_config)
 from .config import TrainConfig, validates
 from .engine import LossFn, NonFiniteLoss, efficientdet_loss, train_one_epoch
 from .recipes import resolve_recipe
@@ -71,17 +76,18 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     length, so the run is the one it would have been with that length from the start; the length
     is saved with the state and config.json, and ``resume`` continues it.
     """
-    if plan is not None and cfg.warmup_epochs < 1:
-        raise ValueError("a plan fixes the run's length after the first epoch, whose learning rates must not depend "
-                         f"on it: TrainConfig.warmup_epochs must be >= 1 (all warm-up), got {cfg.warmup_epochs}")
     rank, world, device = init_distributed(cfg.device)
     folder = RunFolder(Path(cfg.out), main=rank == 0, log=log)
     folder.prepare(cfg)  # before the dataset is read: a refusal comes at once
-    splits = load_splits(cfg, folder.log)
+    splits = load_splits(cfg, folder.log)  # every problem of the dataset, or a refusal listing them
     cfg, recipe = resolve_recipe(cfg, len(splits.train.samples))
+    if plan is not None and cfg.warmup_epochs < 1:  # known once the recipe is (auto: from the dataset)
+        raise ValueError("a plan fixes the run's length after the first epoch, whose learning rates must not depend "
+                         f"on it: TrainConfig.warmup_epochs must be >= 1 (all warm-up), got {cfg.warmup_epochs}")
     folder.log(recipe)
-    model, frozen_bn, new_head = build_model(cfg, splits.train.num_classes, world, device, folder.log)
-    mcfg = model.config
+    cfg, mcfg = model_config(cfg, splits.train, folder.log)
+    check = check_dataset_fit(splits, mcfg, cfg.loss.match_threshold, folder.log)
+    model, frozen_bn, new_head = build_model(cfg, mcfg, world, device, folder.log)
     loaders = build_loaders(cfg, mcfg, splits, rank, world, device)
     opt = build_optimisation(cfg, model, world, device, loaders.steps_per_epoch, new_head)
     anchors = generate_anchors(mcfg).to(device)
@@ -90,26 +96,21 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     run = _Run(cfg, world, folder, splits, loaders, opt, anchors, loss_fn, frozen_bn, state)
     if cfg.resume:
         _resume(run)
-    folder.start(run.cfg, mcfg, splits.train, world, recipe)
+    folder.start(run.cfg, mcfg, splits.train, world, recipe, check)
     results = _run_epochs(run, on_epoch, plan)
     folder.finish(state.history, splits.val, results)
     return {"out": str(folder.out), "epochs": state.epoch, "step": state.step, "best_AP": state.best_ap,
             "history": state.history}
 
 
-def build_model(cfg: TrainConfig, num_classes: int, world: int, device: torch.device,
+def build_model(cfg: TrainConfig, mcfg: ModelConfig, world: int, device: torch.device,
                 log: Callable[[str], None]) -> tuple[EfficientDet, list[nn.Module], list[nn.Parameter]]:
-    """The model with its start weights and frozen parts, on ``device``; its frozen BN layers; and
-    the parameters of the prediction layers initialised afresh over loaded weights."""
-    overrides = {"num_classes": num_classes}
-    if cfg.image_size:
-        overrides["image_size"] = cfg.image_size
-    if not cfg.stochastic_depth:
-        overrides["survival_prob"] = None
+    """The model of ``mcfg`` with its start weights and frozen parts, on ``device``; its frozen BN
+    layers; and the parameters of the prediction layers initialised afresh over loaded weights."""
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, **overrides)
+    model = EfficientDet(mcfg)
     how, new_head = _init_weights(model, cfg)
-    log(f"{model.config.name}, {num_classes} classes, {model.config.image_size}: {how}")
+    log(f"{mcfg.name}, {mcfg.num_classes} classes, {mcfg.image_size}: {how}")
     if cfg.freeze_backbone:
         model.backbone.requires_grad_(False)
     if cfg.sync_bn and world > 1:
@@ -131,16 +132,25 @@ def _init_weights(model: EfficientDet, cfg: TrainConfig) -> tuple[str, tuple[str
     else ImageNet backbone weights, else the fresh initialisation. Returns what was done, and the
     name prefixes of the layers initialised afresh over loaded weights."""
     if cfg.weights:
-        path, _ = resolve(cfg.weights, model.config.name)  # a zoo name (coco) → its cached file
-        src_classes = COCO_NUM_CLASSES  # official checkpoints and effdet's COCO models
+        mcfg = model.config
+        path, _ = resolve(cfg.weights, mcfg.name)  # a zoo name (coco) → its cached file
+        src_classes, src_anchors = COCO_NUM_CLASSES, {}  # official checkpoints and effdet's COCO models
         if str(path).endswith(".safetensors"):
-            src_classes = int(read_metadata(path).get("num_classes", model.config.num_classes))
-        source = create_model(model.config.name, num_classes=src_classes, image_size=model.config.image_size)
-        new_head = ("class_net.predict.",) if src_classes != model.config.num_classes else ()
+            meta = read_metadata(path)
+            src_classes, src_anchors = int(meta.get("num_classes", mcfg.num_classes)), read_anchors(path, meta)
+        source = create_model(mcfg.name, num_classes=src_classes, image_size=mcfg.image_size, **src_anchors)
+        new_head, notes = (), []  # the predictors whose output count differs from the file's start afresh
+        if src_classes != mcfg.num_classes:
+            new_head = ("class_net.predict.",)
+            notes.append(f"class head re-initialised: {src_classes} → {mcfg.num_classes} classes")
+        src_per_position, per_position = source.config.anchors.num_anchors, mcfg.anchors.num_anchors
+        if src_per_position != per_position:
+            new_head = ("class_net.predict.", "box_net.predict.")
+            notes.append(f"box and class predictors re-initialised: {src_per_position} → {per_position} anchors "
+                         "per position")
         state = remap_state(read_weights(source, path), model.state_dict(), str(cfg.weights), ignore=new_head)
         model.load_state_dict(state, strict=not new_head)
-        head = "" if src_classes == model.config.num_classes else f" (class head re-initialised: {src_classes} → {model.config.num_classes} classes)"
-        return f"weights from {cfg.weights}{head}", new_head
+        return f"weights from {cfg.weights}" + (f" ({'; '.join(notes)})" if notes else ""), new_head
     if cfg.backbone_weights:
         return load_pretrained_backbone(model, None if cfg.backbone_weights == "imagenet" else cfg.backbone_weights), ()
     return "trained from scratch (random initialisation)", ()

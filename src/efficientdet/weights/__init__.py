@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ import torch
 
 from ..atomic import atomic_write
 from ..coco import LabelSpace
-from ..config import config_to_dict
+from ..config import AnchorConfig, config_to_dict
 from ..model import EfficientDet
 from .errors import WeightsError
 from .remap import remap_state
@@ -114,6 +115,19 @@ def read_label_space(path: str | os.PathLike, meta: Mapping[str, str], num_class
         raise WeightsError(f"{path}: label_ids / names metadata must be {num_classes} integers and {num_classes} "
                            f"strings, one per class")
     return LabelSpace(tuple(ids), tuple(names))
+
+
+def read_anchors(path: str | os.PathLike, meta: Mapping[str, str]) -> dict[str, object]:
+    """The anchor settings (``AnchorConfig`` fields) of the config stored with the weights, which
+    their box and class outputs are relative to; empty for a file without a stored config."""
+    if "config" not in meta:
+        return {}
+    try:
+        anchors = json.loads(meta["config"])["anchors"]
+        stored = AnchorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in anchors.items()})
+    except (ValueError, KeyError, TypeError) as e:
+        raise WeightsError(f"{path}: the stored config's anchors cannot be read ({e})") from None
+    return dataclasses.asdict(stored)
 
 
 def label_metadata(labels: LabelSpace | None) -> dict[str, str]:
