@@ -2,12 +2,14 @@
 queue bound, timeouts, failures and the draining close."""
 
 import asyncio
+import os
+import sys
 import threading
 import time
 
 import pytest
 
-from efficientdet.serve.batching import Batcher, Closed, QueueFull
+from efficientdet.serve.batching import Batcher, Closed, QueueFull, niced
 
 
 class Model:
@@ -157,3 +159,25 @@ def test_close_drains_admitted_requests_then_refuses_new_ones():
 def test_settings_are_checked(settings):
     with pytest.raises(ValueError):
         Batcher(Model(), **settings)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_niced_workers_run_below_the_event_loop():
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    seen = []
+
+    def model(items):
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return items
+
+    async def main():
+        batcher = Batcher(model, thread_init=niced(5))
+        batcher.start()
+        await detect(batcher, 1)
+        await batcher.close()
+
+    asyncio.run(main())
+    assert seen == [min(19, base + 5)] and os.getpriority(os.PRIO_PROCESS, 0) == base  # the loop's own is kept
+    assert niced(0) is None
+    with pytest.raises(ValueError, match="worker niceness"):
+        niced(20)

@@ -68,14 +68,14 @@ def free_port() -> int:
 
 
 def test_sigterm_drains_the_requests_in_flight(model, tmp_path):
-    """Four requests wait in one batch (a 3 s batch timeout); SIGTERM comes while they wait: all
+    """Four requests wait in one batch (an 8 s batch timeout); SIGTERM comes while they wait: all
     four are answered, then the process ends."""
     weights = save_safetensors(model, tmp_path / "lite0.safetensors")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "efficientdet.cli", "serve", "--model", "efficientdet-lite0", "--weights",
                str(weights), "--image-size", "128", "--port", str(port), "--threads", "1",
-               "--max-batch-size", "8", "--batch-timeout-ms", "3000"]
+               "--max-batch-size", "8", "--batch-timeout-ms", "8000"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
     try:
         wait_ready(url, process=process)

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         from ..serve.app import create_app
-        from ..serve.batching import check_settings
+        from ..serve.batching import check_settings, niced
         from ..serve.limits import API_KEY_ENV, Limits, check_exposure
         from ..serve.server import server
     except ImportError as e:
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
                     max_pixels=pixel_budget(args.max_megapixels), max_queue=args.max_queue,
                     request_timeout=args.request_timeout)
     check_settings(args.max_batch_size, args.batch_timeout_ms / 1e3, args.max_queue, args.workers)
+    niced(args.worker_nice)
     if args.weights is not None and file_backend(args) is None:
         check_weights_name(args.weights, args.model or DEFAULT_MODEL)
     changes = postprocess_overrides(args)
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     weights = args.weights or "coco"
     app = create_app(detector, backend=args.backend, weights=weights, limits=limits,
                      max_batch_size=args.max_batch_size, batch_timeout_ms=args.batch_timeout_ms,
-                     workers=args.workers, api_key=api_key)
+                     workers=args.workers, worker_nice=args.worker_nice, api_key=api_key)
     print(f"efficientdet serve: {detector.config.name} ({args.backend}, weights {weights}) on "
           f"http://{args.host}:{args.port}/ (API /v1/detect, schema /docs)", file=sys.stderr, flush=True)
     server(app, args.host, args.port, graceful_timeout=args.request_timeout + args.upload_timeout,
@@ -86,6 +87,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-timeout-ms", type=float, default=10.0,
                    help="how long a queued request waits for others to share its batch")
     p.add_argument("--workers", type=int, default=1, help="batches run at once, each on its own thread")
+    p.add_argument("--worker-nice", type=int, default=0,
+                   help="run the model and decoding this much below the HTTP loop's CPU priority (Linux, 1..19): "
+                        "refusals and probes stay prompt while they are busy; on a shared machine they also yield "
+                        "to other processes")
     p.add_argument("--max-queue", type=int, default=64,
                    help="requests admitted and waiting for the model; more get 503 with Retry-After")
     p.add_argument("--request-timeout", type=float, default=30.0, help="seconds from admission to answer (504)")

@@ -18,10 +18,10 @@ import contextlib
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, NamedTuple
 
-import anyio
 import torch
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -36,7 +36,7 @@ from .. import __version__
 from ..data.images import TooManyPixels, read_image
 from ..data.sample import ImageError
 from ..inference.detector import Detector, ImageDetections
-from .batching import Batcher, Closed, QueueFull, check_settings
+from .batching import Batcher, Closed, QueueFull, check_settings, niced
 from .limits import API_KEY_HEADER, Limits, RequestRefused, check_api_key, read_body
 from .metrics import Metrics
 
@@ -113,14 +113,18 @@ class Readiness:
 
 
 def create_app(detector: Detector, *, backend: str = "eager", weights: str = "as given", limits: Limits = Limits(),
-               max_batch_size: int = 8, batch_timeout_ms: float = 10.0, workers: int = 1,
+               max_batch_size: int = 8, batch_timeout_ms: float = 10.0, workers: int = 1, worker_nice: int = 0,
                api_key: str | None = None) -> FastAPI:
     """The API and page for ``detector``; ``backend`` and ``weights`` are what ``GET /v1/model`` says
     it runs. Batching: up to ``max_batch_size`` requests, waiting ``batch_timeout_ms`` for more once
-    one is queued, on ``workers`` threads. ``api_key``: required on ``/v1/*`` and ``/metrics`` if set."""
+    one is queued, on ``workers`` threads; decoding on one thread per CPU; both run ``worker_nice``
+    below the event loop's priority (:func:`~.batching.niced`). ``api_key``: required on ``/v1/*``
+    and ``/metrics`` if set."""
     check_settings(max_batch_size, batch_timeout_ms / 1e3, limits.max_queue, workers)
+    thread_init = niced(worker_nice)
     readiness = Readiness()
     batcher: Batcher[Prepared, ImageDetections] | None = None
+    decoders: ThreadPoolExecutor | None = None
     metrics = Metrics(max_batch_size, lambda: batcher.depth if batcher else 0)
     name = detector.config.name
     names = set(detector.class_names)
@@ -160,9 +164,10 @@ def create_app(detector: Detector, *, backend: str = "eager", weights: str = "as
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        nonlocal batcher
-        batcher = Batcher(run_batch, max_batch_size, batch_timeout_ms / 1e3, limits.max_queue, workers, metrics.batch)
-        app.state.decoders = anyio.CapacityLimiter(os.cpu_count() or 1)
+        nonlocal batcher, decoders
+        batcher = Batcher(run_batch, max_batch_size, batch_timeout_ms / 1e3, limits.max_queue, workers, metrics.batch,
+                          thread_init)
+        decoders = ThreadPoolExecutor(os.cpu_count() or 1, "efficientdet-decode", thread_init)
         batcher.start()
         warming = asyncio.create_task(warm_up())
         try:
@@ -171,16 +176,17 @@ def create_app(detector: Detector, *, backend: str = "eager", weights: str = "as
             readiness.set(False, "shutting down")
             await warming
             await batcher.close()
+            decoders.shutdown()
 
     app = FastAPI(title="efficientdet", version=__version__, lifespan=lifespan,
                   description="EfficientDet object detection: POST an image to /v1/detect.")
-    app.state.readiness = readiness
-    app.state.metrics = metrics
+    app.state.readiness = readiness  # the server marks it when told to stop
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="required when the server has a key")
 
-    def authorized(request: Request, _: str | None = Security(key_header)) -> None:
+    async def authorized(request: Request, _: str | None = Security(key_header)) -> None:
+        """Async: FastAPI runs a plain function on its thread pool, a detour every request would pay."""
         check_api_key(request, api_key)
 
     @app.exception_handler(RequestRefused)
@@ -241,11 +247,12 @@ def create_app(detector: Detector, *, backend: str = "eager", weights: str = "as
         if not readiness.ready:
             raise RequestRefused(503, "not_ready", readiness.reason, {"Retry-After": "1"})
         wanted = class_filter(classes, names)
-        body = await upload(request, limits)
-        uploaded = time.perf_counter()
         try:
+            batcher.check_room()  # a full queue refuses at once, before the body is read
+            body = await upload(request, limits)
+            uploaded = time.perf_counter()
             with batcher.admit() as slot:
-                prepared = await anyio.to_thread.run_sync(decode, body, limiter=request.app.state.decoders)
+                prepared = await asyncio.get_running_loop().run_in_executor(decoders, decode, body)
                 decoded = time.perf_counter()
                 left = limits.request_timeout - (decoded - uploaded)
                 result, job = await batcher.submit(slot, prepared, left)
@@ -255,7 +262,7 @@ def create_app(detector: Detector, *, backend: str = "eager", weights: str = "as
             raise RequestRefused(503, "shutting_down", str(e), {"Connection": "close"}) from None
         except (TimeoutError, asyncio.TimeoutError):
             raise RequestRefused(504, "timeout", f"no answer within {limits.request_timeout:g} s") from None
-        except RequestRefused:
+        except (RequestRefused, HTTPException):  # the request's fault: answered by the handlers above
             raise
         except Exception as e:  # the model failed: the server's fault
             logger.exception("detection failed")

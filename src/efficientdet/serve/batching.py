@@ -1,6 +1,11 @@
-"""Dynamic batching: requests wait in one bounded queue; each worker takes up to ``max_batch_size``
-of them, waiting at most ``batch_timeout`` for more once the first is there, and runs the batch
-on a thread of its own, so the event loop never waits on the model.
+"""Dynamic batching: requests wait in one bounded queue; each worker thread takes up to
+``max_batch_size`` of them, waiting at most ``batch_timeout`` for more once the first is there,
+and runs the batch, so the event loop never waits on the model.
+
+The workers take their batches themselves, from a queue guarded by a condition variable, and
+hand results back with ``call_soon_threadsafe``: a worker goes from one batch to the next without
+waiting for the event loop, which on a busy machine would idle the model between batches (with
+batching off, between every two images).
 
 A request holds its queue slot from :meth:`Batcher.admit` (before it decodes its image) until a
 worker takes it: the queue bounds both the waiting work and the decoded images held in memory,
@@ -12,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -42,6 +49,17 @@ class Job(Generic[Item]):
         self.batch_size = 0
 
 
+def niced(niceness: int) -> Callable[[], None] | None:
+    """A thread initializer that lowers the calling thread's CPU priority by ``niceness`` (Linux,
+    where each thread has its own): a server's model and decoding threads then yield the CPU to its
+    event loop, which answers refusals and probes promptly while they are busy."""
+    if niceness == 0:
+        return None
+    if not sys.platform.startswith("linux") or not 0 < niceness < 20:
+        raise ValueError(f"worker niceness must be 0, or 1..19 on Linux (per-thread priorities); got {niceness}")
+    return lambda: os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+
+
 def check_settings(max_batch_size: int, batch_timeout: float, max_queue: int, workers: int) -> None:
     if max_batch_size < 1 or max_queue < 1 or workers < 1 or not 0 <= batch_timeout < float("inf"):
         raise ValueError(f"max batch size ({max_batch_size}), max queue ({max_queue}) and workers ({workers}) "
@@ -51,27 +69,31 @@ def check_settings(max_batch_size: int, batch_timeout: float, max_queue: int, wo
 class Batcher(Generic[Item, Result]):
     """``run_batch(items) -> results`` (one per item, in order) applied to batches of submitted items.
 
-    ``on_batch(size, seconds)`` is told of each batch run, for metrics. Use inside a running event
-    loop: :meth:`start`, then :meth:`admit` + :meth:`submit` per request, :meth:`close` to drain.
+    ``on_batch(size, seconds)`` is told of each batch run, for metrics; ``thread_init`` runs first
+    on each worker thread (:func:`niced`). Use inside a running event loop: :meth:`start`, then
+    :meth:`admit` + :meth:`submit` per request, :meth:`close` to drain. The counts (``depth``,
+    batches running) change on the event loop's thread only.
     """
 
     def __init__(self, run_batch: Callable[[Sequence[Item]], Sequence[Result]], max_batch_size: int = 8,
                  batch_timeout: float = 0.01, max_queue: int = 64, workers: int = 1,
-                 on_batch: Callable[[int, float], None] = lambda size, seconds: None):
+                 on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+                 thread_init: Callable[[], None] | None = None):
         check_settings(max_batch_size, batch_timeout, max_queue, workers)
-        self.run_batch, self.on_batch = run_batch, on_batch
+        self.run_batch, self.on_batch, self.thread_init = run_batch, on_batch, thread_init
         self.max_batch_size, self.batch_timeout, self.max_queue = max_batch_size, batch_timeout, max_queue
         self.workers = workers
         self._jobs: collections.deque[Job[Item]] = collections.deque()
+        self._arrived = threading.Condition()  # guards _jobs and _stopping
+        self._stopping = False
         self._admitted = 0  # slots held: requests admitted and not yet taken by a worker
-        self._running = 0  # batches on the threads now
+        self._running = 0  # batches taken and not yet answered
         self._batch_seconds = 0.0  # recent time per batch, for Retry-After
         self._closing = False
-        self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="efficientdet-batch")
-        self._tasks: list[asyncio.Task] = []
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def depth(self) -> int:
@@ -79,15 +101,23 @@ class Batcher(Generic[Item, Result]):
         return self._admitted
 
     def start(self) -> None:
-        self._tasks = [asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{i}")
-                       for i in range(self.workers)]
+        self._loop = asyncio.get_running_loop()
+        self._threads = [threading.Thread(target=self._work, name=f"efficientdet-batch-{i}", daemon=True)
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
 
-    def admit(self) -> Slot:
-        """A queue slot for one request, or :class:`QueueFull` / :class:`Closed` at once."""
+    def check_room(self) -> None:
+        """:class:`QueueFull` / :class:`Closed` now if :meth:`admit` would refuse: a server can then
+        refuse before it reads a body it would not use."""
         if self._closing:
             raise Closed("the server is shutting down")
         if self._admitted >= self.max_queue:
             raise QueueFull(self.retry_after())
+
+    def admit(self) -> Slot:
+        """A queue slot for one request, or :class:`QueueFull` / :class:`Closed` at once."""
+        self.check_room()
         self._admitted += 1
         self._idle.clear()
         return Slot(self)
@@ -110,69 +140,79 @@ class Batcher(Generic[Item, Result]):
         return result, job
 
     async def run_now(self, items: Sequence[Item]) -> Sequence[Result]:
-        """Run ``items`` as one batch on a worker thread, outside the queue (warm-up)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, items)
+        """Run ``items`` as one batch on a thread of its own, outside the queue (warm-up)."""
+        def run() -> Sequence[Result]:
+            if self.thread_init is not None:
+                self.thread_init()
+            return self.run_batch(items)
+
+        return await asyncio.get_running_loop().run_in_executor(None, run)
 
     async def close(self) -> None:
         """Take no new requests, finish the admitted ones, then stop the workers."""
         self._closing = True
         await self._idle.wait()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._executor.shutdown(wait=True)
+        with self._arrived:
+            self._stopping = True
+            self._arrived.notify_all()
+        for thread in self._threads:
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
 
-    def _release(self, count: int) -> None:
-        self._admitted -= count
+    def _queue(self, job: Job[Item]) -> None:
+        with self._arrived:
+            self._jobs.append(job)
+            self._arrived.notify()
+
+    def _release(self, slots: int, batches: int = 0) -> None:
+        self._admitted -= slots
+        self._running += batches
         if self._admitted == 0 and self._running == 0:
             self._idle.set()
 
-    async def _take(self) -> list[Job[Item]]:
-        """The next batch: waits for a first job, then up to ``batch_timeout`` for more."""
-        while not self._jobs:
-            self._arrived.clear()
-            await self._arrived.wait()
-        deadline = time.perf_counter() + self.batch_timeout
-        while len(self._jobs) < self.max_batch_size and (left := deadline - time.perf_counter()) > 0:
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
-            except (TimeoutError, asyncio.TimeoutError):
-                break
-        return [self._jobs.popleft() for _ in range(min(self.max_batch_size, len(self._jobs)))]
+    def _take(self) -> list[Job[Item]] | None:
+        """On a worker thread: the next batch, waiting for a first job, then up to ``batch_timeout``
+        for more; None when stopping."""
+        with self._arrived:
+            while not self._jobs:
+                if self._stopping:
+                    return None
+                self._arrived.wait()
+            deadline = time.perf_counter() + self.batch_timeout
+            while len(self._jobs) < self.max_batch_size and (left := deadline - time.perf_counter()) > 0:
+                self._arrived.wait(left)
+            return [self._jobs.popleft() for _ in range(min(self.max_batch_size, len(self._jobs)))]
 
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            taken = await self._take()
+    def _work(self) -> None:
+        if self.thread_init is not None:
+            self.thread_init()
+        while (taken := self._take()) is not None:
             jobs = [job for job in taken if not job.future.done()]  # timed out while queued: dropped
-            self._running += 1
-            self._release(len(taken))
+            self._loop.call_soon_threadsafe(self._release, len(taken), 1)
+            start = time.perf_counter()
             try:
-                if jobs:
-                    await self._run(loop, jobs)
-            finally:
-                self._running -= 1
-                self._release(0)
+                outcome: Sequence[Result] | Exception = self.run_batch([job.item for job in jobs]) if jobs else []
+                if len(outcome) != len(jobs):
+                    raise RuntimeError(f"run_batch gave {len(outcome)} results for {len(jobs)} items")
+            except Exception as e:  # the model failed: every request of the batch gets the error
+                outcome = e
+            self._loop.call_soon_threadsafe(self._answer, jobs, outcome, start, time.perf_counter())
 
-    async def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[Job[Item]]) -> None:
-        start = time.perf_counter()
-        for job in jobs:
-            job.started, job.batch_size = start, len(jobs)
-        try:
-            results = await loop.run_in_executor(self._executor, self.run_batch, [job.item for job in jobs])
-        except Exception as e:  # the model failed: every request of the batch gets the error
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(e)
-            return
-        seconds = time.perf_counter() - start
-        self._batch_seconds = seconds if self._batch_seconds == 0 else 0.8 * self._batch_seconds + 0.2 * seconds
-        self.on_batch(len(jobs), seconds)
-        for job, result in zip(jobs, results, strict=True):
-            job.finished = start + seconds
-            if not job.future.done():
-                job.future.set_result(result)
+    def _answer(self, jobs: list[Job[Item]], outcome: Sequence[Result] | Exception, start: float,
+                end: float) -> None:
+        """On the event loop: each job's result (or the batch's error), the metrics, the counts."""
+        if jobs and not isinstance(outcome, Exception):
+            seconds = end - start
+            self._batch_seconds = seconds if self._batch_seconds == 0 else 0.8 * self._batch_seconds + 0.2 * seconds
+            self.on_batch(len(jobs), seconds)
+        for i, job in enumerate(jobs):
+            job.started, job.finished, job.batch_size = start, end, len(jobs)
+            if job.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                job.future.set_exception(outcome)
+            else:
+                job.future.set_result(outcome[i])
+        self._release(0, -1)
 
 
 class Slot:
@@ -186,8 +226,7 @@ class Slot:
         if not self._held:
             raise RuntimeError("a slot queues one job")
         self._held = False  # the worker that takes the job gives the slot back
-        self._batcher._jobs.append(job)
-        self._batcher._arrived.set()
+        self._batcher._queue(job)
 
     def __enter__(self) -> Slot:
         return self
