@@ -262,3 +262,22 @@ def test_a_failing_model_is_a_500_logged_as_an_error(gated, caplog):
         assert [r for r in caplog.records if r.levelno >= logging.ERROR]  # the server's fault, logged as one
         gate.fail = False
         assert client.post("/v1/detect", content=jpeg()).status_code == 200
+
+
+@pytest.mark.parametrize("fmt, runtime", [("onnx", "onnxruntime"), ("openvino", "openvino")])
+def test_an_exported_file_serves_the_models_detections(model, detector, tmp_path, fmt, runtime):
+    """``efficientdet serve --backend onnxruntime|openvino --weights FILE``: the file, run by its
+    runtime behind the same API, answers with the PyTorch model's detections."""
+    pytest.importorskip(runtime)
+    from efficientdet import Detector
+    from efficientdet.export import SUFFIXES, export_model
+
+    path = export_model(model, tmp_path / f"model{SUFFIXES[fmt]}", fmt)
+    exported = Detector.from_onnx(path) if fmt == "onnx" else Detector.from_openvino(path)
+    with serving(exported, backend=runtime, limits=LIMITS, max_batch_size=2) as client:
+        assert client.get("/v1/model").json()["backend"] == runtime
+        got = client.post("/v1/detect", content=jpeg(), headers={"Content-Type": "image/jpeg"}).json()["detections"]
+    expected = detector(np.array(Image.open(io.BytesIO(jpeg()))))
+    assert got and [d["label"] for d in got] == expected["labels"].tolist()
+    np.testing.assert_allclose([d["box"] for d in got], expected["boxes"].numpy(), atol=0.05)
+    np.testing.assert_allclose([d["score"] for d in got], expected["scores"].numpy(), atol=1e-4)
