@@ -374,3 +374,19 @@ def test_batch_of_one_trains_when_every_batch_norm_keeps_its_loaded_statistics(s
     summary = train(base(shapes, tmp_path / "run", batch_size=1, weights=str(weights), freeze_bn=True, max_steps=2),
                     log=lambda *_: None)
     assert summary["step"] == 2
+
+
+def test_resume_under_other_anchors_is_refused_in_one_line(shapes, tmp_path):
+    """The saved weights predict offsets from the run's anchors: a resume whose command gives
+    others (here another anchor scale) is refused, naming config.json and the change."""
+    from efficientdet.config import get_config
+    from efficientdet.train.config import AnchorChoice
+
+    train(base(shapes, tmp_path / "b", max_steps=2, anchors=AnchorChoice(anchor_scale=2.0)), log=lambda *_: None)
+    with pytest.raises(ValueError) as refused:
+        train(base(shapes, tmp_path / "b", max_steps=4, resume=True), log=lambda *_: None)
+    message = str(refused.value)
+    assert message.startswith(f"{tmp_path / 'b' / 'config.json'}: the run trained with other anchors")
+    default = get_config("efficientdet-lite0").anchors.anchor_scale
+    assert f"anchor_scale 2.0 → {default}" in message and "\n" not in message
+    assert final_state(tmp_path / "b")["step"] == 2  # nothing trained on

@@ -26,6 +26,7 @@ rank 0 alone scores, logs and writes files.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ from torch import nn
 from .. import create_model
 from ..anchors import generate_anchors
 from ..coco import COCO_NUM_CLASSES
-from ..config import ModelConfig, evaluation_postprocess
+from ..config import ModelConfig, config_to_dict, evaluation_postprocess
 from ..distributed import broadcast_state, init_distributed
 from ..evaluate import evaluate
 from ..inference import Detector
@@ -185,11 +186,28 @@ def _resume(run: _Run) -> None:
     it started with (or fixed after its first epoch), whatever ``epochs`` says now."""
     state, folder = run.state, run.folder
     state.load(folder.state_path)
+    _check_same_anchors(folder.out / "config.json", run.state.model.config)
     folder.log(f"resumed from {folder.state_path}: epoch {state.epoch}, batch {state.batch_in_epoch}, "
                f"step {state.step}")
     if state.epochs != run.cfg.epochs:
         folder.log(f"the run's length is its own: {state.epochs} epochs (epochs={run.cfg.epochs} is not used)")
         _set_length(run, dataclasses.replace(run.cfg, epochs=state.epochs))
+
+
+def _check_same_anchors(path: Path, mcfg: ModelConfig) -> None:
+    """The saved weights' outputs are offsets from the run's anchors: continuing them under other
+    anchors (``anchors.anchor_scale=auto`` left out of the resuming command, say) would train on
+    silently, from a model that no longer means what it learnt."""
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text()).get("model", {}).get("anchors")
+    now = json.loads(json.dumps(config_to_dict(mcfg)["anchors"]))
+    if saved is None or saved == now:
+        return
+    changed = ", ".join(f"{k} {saved.get(k)} → {now.get(k)}" for k in sorted(saved.keys() | now.keys())
+                        if saved.get(k) != now.get(k))
+    raise ValueError(f"{path}: the run trained with other anchors than this command gives ({changed}); "
+                     f"resume with the --set anchors.* it started with, or train into a new --out")
 
 
 def _apply_plan(run: _Run, plan: Plan, record: dict) -> None:
