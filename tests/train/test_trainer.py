@@ -32,11 +32,11 @@ def final_state(out):
     return load_training_state(out / "train_state.pt")
 
 
-def assert_same_weights(a, b, atol=0.0):
+def assert_same_weights(a, b, atol=0.0, rtol=0.0):
     for key, value in a["model"].items():
-        assert torch.allclose(value.float(), b["model"][key].float(), atol=atol, rtol=0), key
+        assert torch.allclose(value.float(), b["model"][key].float(), atol=atol, rtol=rtol), key
     for key, value in a["ema"]["module"].items():
-        assert torch.allclose(value.float(), b["ema"]["module"][key].float(), atol=atol, rtol=0), key
+        assert torch.allclose(value.float(), b["ema"]["module"][key].float(), atol=atol, rtol=rtol), key
 
 
 def test_train_loader_is_reproducible_with_workers_and_shards_per_rank(shapes, tmp_path):
@@ -116,10 +116,11 @@ def test_channels_last_trains_the_same_weights_as_nchw(shapes, tmp_path):
     """The layout (default channels_last, the fast one on CPU) changes speed, not the arithmetic: a
     step agrees with NCHW to float32 accumulation-order noise (5e-5 measured: the gradients of
     biases that feed a BN are 0 in exact arithmetic, ~1e-3 of noise either way), and the run's
-    weights load as usual."""
+    weights load as usual. BN's running variances reach ~200, where that noise is relative: one CI
+    run differed there by more than 3e-4 in absolute terms."""
     train(base(shapes, tmp_path / "cl", max_steps=1), log=lambda *_: None)
     train(base(shapes, tmp_path / "nchw", max_steps=1, channels_last=False), log=lambda *_: None)
-    assert_same_weights(final_state(tmp_path / "cl"), final_state(tmp_path / "nchw"), atol=3e-4)
+    assert_same_weights(final_state(tmp_path / "cl"), final_state(tmp_path / "nchw"), atol=3e-4, rtol=1e-5)
     model = create_model("efficientdet-lite0", weights=tmp_path / "cl" / "weights" / "last.safetensors")
     assert model.config.num_classes == 4
 
