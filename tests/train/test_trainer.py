@@ -114,13 +114,14 @@ def test_a_plan_needs_a_first_epoch_of_warm_up_and_may_change_only_the_length(sh
 
 def test_channels_last_trains_the_same_weights_as_nchw(shapes, tmp_path):
     """The layout (default channels_last, the fast one on CPU) changes speed, not the arithmetic: a
-    step agrees with NCHW to float32 accumulation-order noise (5e-5 measured: the gradients of
-    biases that feed a BN are 0 in exact arithmetic, ~1e-3 of noise either way), and the run's
-    weights load as usual. BN's running variances reach ~200, where that noise is relative: one CI
-    run differed there by more than 3e-4 in absolute terms."""
+    step agrees with NCHW to float32 accumulation-order noise (the gradients of biases that feed a
+    BN are 0 in exact arithmetic, ~1e-3 of noise either way; up to 1.4e-4 in a weight measured
+    alone, over 3e-4 in two full-suite runs), and the run's weights load as usual. A layout bug
+    changes gradients beyond their last bits, and BN's running statistics (up to ~200, where the
+    noise is relative) with the forward pass."""
     train(base(shapes, tmp_path / "cl", max_steps=1), log=lambda *_: None)
     train(base(shapes, tmp_path / "nchw", max_steps=1, channels_last=False), log=lambda *_: None)
-    assert_same_weights(final_state(tmp_path / "cl"), final_state(tmp_path / "nchw"), atol=3e-4, rtol=1e-5)
+    assert_same_weights(final_state(tmp_path / "cl"), final_state(tmp_path / "nchw"), atol=1e-3, rtol=1e-5)
     model = create_model("efficientdet-lite0", weights=tmp_path / "cl" / "weights" / "last.safetensors")
     assert model.config.num_classes == 4
 
