@@ -9,6 +9,15 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads():
+    """Commands run in-process set torch's thread count for their process (``--threads``): each
+    test gets the suite's back, so that none runs with the setting another left."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _no_network_weights(tmp_path_factory, monkeypatch):
     """No test reaches a real weights host or the user's cache: each starts with an empty cache of
     its own, offline and without a mirror; the zoo tests set a 127.0.0.1 mirror themselves."""
