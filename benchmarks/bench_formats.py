@@ -26,15 +26,16 @@ from pathlib import Path
 import torch
 
 from efficientdet import create_model
-from efficientdet.benchmark import machine_line, time_calls
+from efficientdet.benchmark import machine_line
 from efficientdet.config import evaluation_postprocess
 from efficientdet.data import load_dataset_yaml, load_split, read_image
 from efficientdet.evaluate import eval_loader, evaluate
-from efficientdet.export import export_model, load_calibration
+from efficientdet.export import SUFFIXES, export_model, load_calibration
 from efficientdet.export.quantize import DEFAULT_KEEP_FLOAT
 from efficientdet.inference import Detector
+from efficientdet.inference.backends import FILE_BACKENDS
 
-RUNTIMES = {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml")}
+from bench_inference import interleave  # this folder's; the same rotation of calls for every table
 
 
 def build_detectors(model, data: str, calibration_images: int, keep_float: list[str], threads: int,
@@ -43,10 +44,10 @@ def build_detectors(model, data: str, calibration_images: int, keep_float: list[
     post = evaluation_postprocess(model.config.postprocess)
     detectors = {"eager": Detector.from_model(model, "eager", "cpu", "float32", post, label_ids=label_ids)}
     calibration = load_calibration(data, model.config, calibration_images)
-    for runtime, (fmt, suffix) in RUNTIMES.items():
+    for fmt, runtime in FILE_BACKENDS.items():
         variants = [("float32", None, None)] + [(f"int8 [{rules or 'none'}]", calibration, rules) for rules in keep_float]
         for precision, calib, rules in variants:
-            path = folder / f"{runtime}-{len(detectors)}{suffix}"
+            path = folder / f"{runtime}-{len(detectors)}{SUFFIXES[fmt]}"
             kept = None if rules is None else [r for r in rules.split(",") if r and r != "none"]
             print(f"exporting {runtime} {precision} …", file=sys.stderr, flush=True)
             export_model(model, path, fmt, calibration=calib, keep_float=kept)
@@ -56,18 +57,6 @@ def build_detectors(model, data: str, calibration_images: int, keep_float: list[
                 detector = Detector.from_onnx(path, "cpu", post, threads, label_ids=label_ids)
             detectors[f"{runtime} {precision}"] = detector
     return detectors
-
-
-def interleaved_ms(detectors: dict[str, Detector], batch: torch.Tensor, scales, rounds: int) -> dict[str, float]:
-    """Median ms per call of each detector on ``batch``, the calls interleaved round by round."""
-    calls = {name: (lambda d: lambda: d.detect(batch, scales))(d) for name, d in detectors.items()}
-    for call in calls.values():  # warm-up
-        call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            times[name] += time_calls(call, 0, 1, lambda: None)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> int:
@@ -99,7 +88,8 @@ def main() -> int:
         for batch_size in (1, 8):
             batch, scales = detectors["eager"].preprocess(pictures[:batch_size])
             rounds = args.rounds if batch_size == 1 else max(5, args.rounds // 4)
-            latency[batch_size] = interleaved_ms(detectors, batch, scales, rounds)
+            calls = {name: (lambda d: lambda: d.detect(batch, scales))(d) for name, d in detectors.items()}
+            latency[batch_size] = {name: statistics.median(t) for name, t in interleave(calls, rounds, 1).items()}
     print(machine_line(args.threads))
     print(f"{args.model} from {args.weights}; {len(split.samples)} {args.split} images of {args.data}; int8 calibrated "
           f"on {args.calibration_images} train images; {args.threads} threads\n")

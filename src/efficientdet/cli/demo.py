@@ -21,7 +21,7 @@ from .options import add_image_size, parse_image_size
 DEFAULT_BUDGET_MINUTES = 8.0
 MIN_EPOCHS, MAX_EPOCHS = 4, 48  # what a budget may choose: fewer learn next to nothing, more gain little
 # What the epochs' own times leave out: a checkpoint after each, then curves, annotated images and
-# metrics.md; 7 s in all measured on a busy 2-core machine (4 epochs).
+# metrics.md (a few seconds on a 2-core machine).
 FINISH_S = 10.0
 # Per 64 images: 8x the official 0.08, which in a run of minutes has not yet left the background
 # (the README has the measured runs at the default budget).

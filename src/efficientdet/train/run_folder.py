@@ -84,6 +84,11 @@ class RunFolder:
                 {"train": config_to_dict(cfg), "model": config_to_dict(mcfg), "recipe": self.recipe,
                  "names": split.names, "label_ids": split.label_ids, "world_size": world}, indent=2, default=str))
 
+    def saved_config(self) -> dict | None:
+        """The config.json a previous start of this run wrote (None if there is none)."""
+        path = self.out / "config.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def checkpoint(self, state: TrainState) -> None:
         """The training state, and the EMA weights as ``last.safetensors``."""
         if not self.main:

@@ -186,7 +186,7 @@ def _resume(run: _Run) -> None:
     it started with (or fixed after its first epoch), whatever ``epochs`` says now."""
     state, folder = run.state, run.folder
     state.load(folder.state_path)
-    _check_same_anchors(folder.out / "config.json", run.state.model.config)
+    _check_same_anchors(folder, run.state.model.config)
     folder.log(f"resumed from {folder.state_path}: epoch {state.epoch}, batch {state.batch_in_epoch}, "
                f"step {state.step}")
     if state.epochs != run.cfg.epochs:
@@ -194,21 +194,18 @@ def _resume(run: _Run) -> None:
         _set_length(run, dataclasses.replace(run.cfg, epochs=state.epochs))
 
 
-def _check_same_anchors(path: Path, mcfg: ModelConfig) -> None:
+def _check_same_anchors(folder: RunFolder, mcfg: ModelConfig) -> None:
     """The saved weights' outputs are offsets from the run's anchors: continuing them under other
     anchors (``anchors.anchor_scale=auto`` left out of the resuming command, say) would train on
     silently, from a model that no longer means what it learnt."""
-    if not path.is_file():
-        return
-    saved = json.loads(path.read_text()).get("model", {}).get("anchors")
-    now = json.loads(json.dumps(config_to_dict(mcfg)["anchors"]))
+    saved = (folder.saved_config() or {}).get("model", {}).get("anchors")
+    now = json.loads(json.dumps(config_to_dict(mcfg)["anchors"]))  # as config.json holds it: lists, not tuples
     if saved is None or saved == now:
         return
     changed = ", ".join(f"{k} {saved.get(k)} → {now.get(k)}" for k in sorted(saved.keys() | now.keys())
                         if saved.get(k) != now.get(k))
-    raise ValueError(f"{path}: the run trained with other anchors than this command gives ({changed}); "
-                     f"resume with the --set anchors.* it started with, or train into a new --out")
-
+    raise ValueError(f"{folder.out / 'config.json'}: the run trained with other anchors than this command gives "
+                     f"({changed}); resume with the --set anchors.* it started with, or train into a new --out")
 
 def _apply_plan(run: _Run, plan: Plan, record: dict) -> None:
     """Rank 0's plan, on every rank, for the rest of the run; config.json says what it chose."""
