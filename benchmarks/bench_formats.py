@@ -1,7 +1,7 @@
 """What each deployment format costs in accuracy and buys in time, on the same trained weights.
 
-The model as PyTorch runs it (eager, BN folded), and exported: ONNX Runtime and OpenVINO, each in
-float32 and in int8 (calibrated on ``--calibration-images`` of the dataset's training split, as
+The model as PyTorch runs it (eager, BN folded), and exported: ONNX Runtime, OpenVINO and LiteRT
+(TFLite, batch 1 files, so batch 8 is eight calls), each in float32 and in int8 (calibrated on ``--calibration-images`` of the dataset's training split, as
 ``efficientdet export --int8 --calibration DATA.yaml`` does). Each one is evaluated on the split
 ``--split`` through the same ``Detector`` front end and COCO metrics as ``efficientdet eval``,
 and timed on that split's first preprocessed images at batch 1 and 8, the calls interleaved
@@ -11,7 +11,7 @@ measured fp32 matmul GFLOP/s) is printed above the tables.
 
     python benchmarks/bench_formats.py --weights RUN/weights/best.safetensors --data RUN/data/data.yaml \\
         [--model efficientdet-lite0] [--calibration-images 100] [--keep-float stem,predictors none ...] \\
-        [--threads 2] [--rounds 20] [--json FILE]
+        [--runtimes onnxruntime openvino litert] [--threads 2] [--rounds 20] [--json FILE]
 """
 
 from __future__ import annotations
@@ -39,13 +39,18 @@ from bench_inference import interleave  # this folder's; the same rotation of ca
 
 
 def build_detectors(model, data: str, calibration_images: int, keep_float: list[str], threads: int,
-                    folder: Path, label_ids: list[int]) -> dict[str, Detector]:
-    """``eager``, then per runtime its float32 file and an int8 file per ``keep_float`` rule set."""
+                    folder: Path, label_ids: list[int], runtimes: list[str]) -> dict[str, Detector]:
+    """``eager``, then per runtime its float32 file and an int8 file per ``keep_float`` rule set
+    (LiteRT: one, whose quantiser keeps nothing in float)."""
     post = evaluation_postprocess(model.config.postprocess)
     detectors = {"eager": Detector.from_model(model, "eager", "cpu", "float32", post, label_ids=label_ids)}
     calibration = load_calibration(data, model.config, calibration_images)
     for fmt, runtime in FILE_BACKENDS.items():
-        variants = [("float32", None, None)] + [(f"int8 [{rules or 'none'}]", calibration, rules) for rules in keep_float]
+        if runtime not in runtimes:
+            continue
+        rule_sets = [None] if runtime == "litert" else keep_float
+        variants = [("float32", None, None)] + [(f"int8 [{rules or 'none'}]" if rules is not None else "int8",
+                                                  calibration, rules) for rules in rule_sets]
         for precision, calib, rules in variants:
             path = folder / f"{runtime}-{len(detectors)}{SUFFIXES[fmt]}"
             kept = None if rules is None else [r for r in rules.split(",") if r and r != "none"]
@@ -53,6 +58,8 @@ def build_detectors(model, data: str, calibration_images: int, keep_float: list[
             export_model(model, path, fmt, calibration=calib, keep_float=kept)
             if runtime == "openvino":
                 detector = Detector.from_openvino(path, post, threads, label_ids=label_ids)
+            elif runtime == "litert":
+                detector = Detector.from_litert(path, post, threads, label_ids=label_ids)
             else:
                 detector = Detector.from_onnx(path, "cpu", post, threads, label_ids=label_ids)
             detectors[f"{runtime} {precision}"] = detector
@@ -69,6 +76,8 @@ def main() -> int:
     parser.add_argument("--keep-float", nargs="+", default=[",".join(DEFAULT_KEEP_FLOAT)],
                         help="one int8 file per rule set (comma-separated rules of efficientdet.export.quantize."
                              "FLOAT_RULES, or none)")
+    parser.add_argument("--runtimes", nargs="+", default=list(FILE_BACKENDS.values()),
+                        choices=list(FILE_BACKENDS.values()))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=20, help="timed calls per format at batch 1 (a quarter at 8)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -78,7 +87,7 @@ def main() -> int:
     split = load_split(load_dataset_yaml(args.data), args.split)
     with tempfile.TemporaryDirectory() as tmp:
         detectors = build_detectors(model, args.data, args.calibration_images, args.keep_float, args.threads,
-                                    Path(tmp), split.label_ids)
+                                    Path(tmp), split.label_ids, args.runtimes)
         metrics = {}
         for name, detector in detectors.items():
             print(f"evaluating {name} …", file=sys.stderr, flush=True)

@@ -73,8 +73,8 @@ GOAL_SPEEDUP = 1.5
 BACKBONE_TOLERANCE = 1e-5
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The size of each training run: shared with sweep_recipes.py."""
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--train-images", type=int, default=240)
     p.add_argument("--val-images", type=int, default=60)
@@ -82,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_options(p)
     p.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0],
                    help="comma-separated; each seed makes its own dataset and training draws, and runs both")
     p.add_argument("--only", choices=("ours", "effdet"), help="train one of the two")

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from efficientdet import create_model
-from efficientdet.atomic import atomic_write
+from efficientdet.atomic import atomic_write, atomic_write_folder
 from efficientdet.weights import save_safetensors
 
 
@@ -48,3 +48,27 @@ def test_a_failed_write_keeps_the_old_file_and_names_the_path(tmp_path):
     with pytest.raises(OSError, match=rf"cannot write {path} \(No space left on device\); the previous file is intact"):
         atomic_write(path, full_disk)
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_a_folder_replaces_the_previous_one_whole_or_not_at_all(tmp_path):
+    """A Core ML package is a folder: it appears complete; a failed write keeps the previous one."""
+    path = tmp_path / "m.mlpackage"
+
+    def write(content):
+        def fill(tmp):
+            assert tmp.suffix == ".mlpackage"  # writers check the suffix
+            (tmp / "Data").mkdir(parents=True)
+            (tmp / "Data" / "weights").write_text(content)
+            if content == "fail":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return fill
+
+    atomic_write_folder(path, write("one"))
+    atomic_write_folder(path, write("two"))
+    assert (path / "Data" / "weights").read_text() == "two"
+    with pytest.raises(OSError, match="the previous folder is intact"):
+        atomic_write_folder(path, write("fail"))
+    assert (path / "Data" / "weights").read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["m.mlpackage"]
+    (tmp_path / "f.mlpackage").write_text("a file")
+    with pytest.raises(OSError, match="a file of that name is in the way"):
+        atomic_write_folder(tmp_path / "f.mlpackage", write("one"))

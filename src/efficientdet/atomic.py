@@ -60,6 +60,32 @@ def atomic_write_files(paths: Sequence[str | os.PathLike], write: Callable[[Path
     return paths
 
 
+def atomic_write_folder(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """A folder that is one file to its readers (a Core ML ``.mlpackage``): ``write(temporary
+    path)`` fills it beside ``path``, then it replaces ``path``, whose previous folder is removed
+    only once the new one is in place. The temporary folder never stays behind."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OSError(20, f"cannot write {path}: a file of that name is in the way")
+    # The suffix stays last: writers check it (coremltools wants .mlpackage).
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    old = path.with_name(f".{path.stem}.old-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except OSError as e:
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        raise OSError(e.errno, f"cannot write {path} ({e.strerror or e}); the previous folder is intact") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
 def _fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:

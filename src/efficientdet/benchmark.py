@@ -197,12 +197,12 @@ def synthetic_calibration(config: ModelConfig, images: int = 8) -> Calibration:
 def build_predictor(model: EfficientDet, backend: str, device: torch.device, precision: str,
                     post: PostprocessConfig, threads: int, workdir: Path,
                     calibration: Calibration | None = None) -> Detector:
-    """A predictor for ``backend``. ONNX Runtime and OpenVINO get the model exported (raw outputs)
-    into ``workdir``, in float32 or int8 (calibrated on ``calibration``, default
+    """A predictor for ``backend``. ONNX Runtime, OpenVINO and LiteRT get the model exported (raw
+    outputs) into ``workdir``, in float32 or int8 (calibrated on ``calibration``, default
     :func:`synthetic_calibration`)."""
     if backend not in FILE_BACKENDS.values():
         if precision == "int8":
-            raise ValueError("int8 runs on the exported backends: --backend onnxruntime or openvino")
+            raise ValueError("int8 runs on the exported backends: --backend onnxruntime, openvino or litert")
         return Detector.from_model(model, backend, device, precision, post)
     from .export import SUFFIXES, export_model
 
@@ -215,6 +215,8 @@ def build_predictor(model: EfficientDet, backend: str, device: torch.device, pre
                         calibration=calibration if precision == "int8" else None)
     if backend == "openvino":
         return Detector.from_openvino(path, post, threads)
+    if backend == "litert":
+        return Detector.from_litert(path, post, threads)
     return Detector.from_onnx(path, device, post, threads=threads)
 
 

@@ -8,6 +8,7 @@ and have no name; detections of them are kept, named ``"unused-<id>"``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 COCO_CATEGORIES: dict[int, str] = {
     1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train", 8: "truck",
@@ -51,3 +52,21 @@ class LabelSpace:
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.names):
             raise ValueError(f"label_ids ({len(self.ids)}) and names ({len(self.names)}) must have as many entries")
+
+
+def label_space(num_classes: int, stored: LabelSpace | None = None, label_ids: Sequence[int] | None = None,
+                class_names: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
+    """Ids and names of a model's outputs: those given (either replaces ``stored``), else those
+    stored with its weights, else COCO's for a 90-class model (official checkpoints: output ``c``
+    is category id ``c + 1``), else ids ``0..C-1`` named by their index."""
+    if label_ids is None and class_names is None:
+        if stored is not None:
+            label_ids, class_names = stored.ids, stored.names
+        elif predicts_coco(num_classes):
+            return coco_label_space()
+    ids = list(label_ids) if label_ids is not None else list(range(num_classes))
+    names = list(class_names) if class_names is not None else [str(i) for i in ids]
+    if len(ids) != num_classes or len(names) != num_classes:
+        raise ValueError(f"label_ids ({len(ids)}) and class_names ({len(names)}) must have "
+                         f"num_classes={num_classes} entries")
+    return ids, names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,3 +28,21 @@ def cli(*argv: object) -> tuple[int, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([str(a) for a in argv])
     return code, out.getvalue(), err.getvalue()
+
+
+def evaluate(exported, tmp_path, name, *weights):
+    metrics, preds = tmp_path / f"{name}.json", tmp_path / f"{name}-preds.json"
+    code, out, err = cli("eval", "--data", exported.data, *weights, "--workers", "0", "--threads", "1",
+                         "--json", metrics, "--save-predictions", preds)
+    assert code == 0, err
+    return json.loads(metrics.read_text()), json.loads(preds.read_text())
+
+
+def assert_same_detections(a: list[dict], b: list[dict], score_tol: float = 1e-4, box_tol: float = 0.05) -> None:
+    """The same results per image and category, as sets: equal scores may come in either order."""
+    assert len(a) == len(b)
+    key = lambda r: (r["image_id"], r["category_id"], -r["score"])  # noqa: E731
+    for r, s in zip(sorted(a, key=key), sorted(b, key=key)):
+        assert (r["image_id"], r["category_id"]) == (s["image_id"], s["category_id"])
+        assert abs(r["score"] - s["score"]) <= score_tol
+        assert max(abs(u - v) for u, v in zip(r["bbox"], s["bbox"])) <= box_tol

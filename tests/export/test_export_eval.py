@@ -3,29 +3,9 @@ the same Detector front end, from the file alone."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from export_builders import cli
-
-
-def evaluate(exported, tmp_path, name, *weights):
-    metrics, preds = tmp_path / f"{name}.json", tmp_path / f"{name}-preds.json"
-    code, out, err = cli("eval", "--data", exported.data, *weights, "--workers", "0", "--threads", "1",
-                         "--json", metrics, "--save-predictions", preds)
-    assert code == 0, err
-    return json.loads(metrics.read_text()), json.loads(preds.read_text())
-
-
-def assert_same_detections(a: list[dict], b: list[dict], score_tol: float = 1e-4, box_tol: float = 0.05) -> None:
-    """The same results per image and category, as sets: equal scores may come in either order."""
-    assert len(a) == len(b)
-    key = lambda r: (r["image_id"], r["category_id"], -r["score"])  # noqa: E731
-    for r, s in zip(sorted(a, key=key), sorted(b, key=key)):
-        assert (r["image_id"], r["category_id"]) == (s["image_id"], s["category_id"])
-        assert abs(r["score"] - s["score"]) <= score_tol
-        assert max(abs(u - v) for u, v in zip(r["bbox"], s["bbox"])) <= box_tol
+from export_builders import assert_same_detections, cli, evaluate
 
 
 def test_float32_files_give_the_pytorch_models_metrics_and_detections(exported, tmp_path):
@@ -52,7 +32,7 @@ def test_int8_files_are_evaluated_with_the_datasets_label_ids(exported, tmp_path
 @pytest.mark.parametrize("fmt, argv, message", [
     ("onnx", ["--model", "efficientdet-d0"], "holds efficientdet-lite0, not efficientdet-d0"),
     ("onnx", ["--image-size", "256"], "was exported at 128x128; re-export it for another --image-size"),
-    ("openvino", ["--backend", "onnxruntime"], "ONNX Runtime runs .onnx files; run an OpenVINO IR with --backend openvino"),
+    ("openvino", ["--backend", "onnxruntime"], "ONNX Runtime runs .onnx files; run this one with --backend openvino"),
 ])
 def test_options_a_file_fixes_are_refused(exported, fmt, argv, message):
     code, _, err = cli("eval", "--data", exported.data, "--weights", exported.files[fmt, "float32"], *argv,

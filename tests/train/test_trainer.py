@@ -213,14 +213,15 @@ def test_fine_tune_from_other_class_count_reinitialises_only_the_class_head(shap
             assert torch.equal(state[key], value), key  # lr 0: untouched
 
 
-def test_finetune_recipe_trains_the_new_class_head_at_its_factor_of_the_learning_rate(shapes, tmp_path):
+def test_the_new_class_head_trains_at_its_factor_of_the_learning_rate(shapes, tmp_path):
     """From 7-class weights on the 4-class dataset, the re-initialised class predictor (depthwise and
     pointwise kernels, bias) steps at new_head_lr times the rate of the rest."""
     from efficientdet.weights import save_safetensors
 
     path = save_safetensors(create_model("efficientdet-lite0", num_classes=7, image_size=128),
                             tmp_path / "src.safetensors")
-    train(base(shapes, tmp_path / "ft", recipe="finetune", weights=str(path), max_steps=1), log=lambda *_: None)
+    train(base(shapes, tmp_path / "ft", recipe="finetune", new_head_lr=10.0, weights=str(path), max_steps=1),
+          log=lambda *_: None)
     groups = final_state(tmp_path / "ft")["optimizer"]["param_groups"]
     assert [g.get("lr_scale") for g in groups] == [None, None, 10.0, 10.0]
     assert [len(g["params"]) for g in groups[2:]] == [2, 1]

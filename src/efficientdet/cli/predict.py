@@ -127,7 +127,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="image or video files, folders (searched with their subfolders; "
                    "outputs keep the path below the folder), or glob patterns (quoted)")
     add_model(p, note=f" (default {DEFAULT_MODEL}; an exported file names its own)")
-    add_weights(p, note="; or an exported .onnx / OpenVINO .xml, float32 or int8 (default: coco)")
+    add_weights(p, note="; or an exported .onnx / OpenVINO .xml / .tflite, float32 or int8 (default: coco)")
     p.add_argument("--out", help="output folder; may not hold any input (default: runs/predict, or "
                                  "runs/predict2, 3, ... when that exists)")
     p.add_argument("--backend", choices=BACKENDS,

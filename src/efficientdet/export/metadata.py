@@ -1,9 +1,10 @@
 """What an exported file carries so that it runs, and is evaluated, without naming the model.
 
 One map of strings: the model config (variant, image size, classes, normalisation), the label
-space of its weights, the NMS inside the graph (ONNX ``--nms``) and, for an int8 file, how it was
-quantised and calibrated. ONNX stores it as ``metadata_props``; an OpenVINO IR in its ``rt_info``
-(:mod:`.openvino`). Readers get it back as an :class:`ArtifactInfo`.
+space of its weights, the NMS inside the graph (ONNX ``--nms``, TFLite ``--detection-signature``)
+and, for an int8 file, how it was quantised and calibrated. ONNX stores it as ``metadata_props``;
+an OpenVINO IR in its ``rt_info`` (:mod:`.openvino`); a TFLite file in its ``metadata`` table
+(:mod:`.tflite`). Readers get it back as an :class:`ArtifactInfo`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ PREFIX = "efficientdet."
 CONFIG_KEY = PREFIX + "config"
 NMS_KEY = PREFIX + "nms"
 QUANTIZATION_KEY = PREFIX + "quantization"
-ARTIFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino"}
+ARTIFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,8 @@ class ArtifactInfo:
 
     @property
     def precision(self) -> str:
-        return "int8" if self.quantization else "float32"
+        """float32, or the quantisation's (int8 unless it says otherwise: TFLite float16)."""
+        return self.quantization.get("precision", "int8") if self.quantization else "float32"
 
 
 def artifact_metadata(info: ArtifactInfo) -> dict[str, str]:
@@ -72,16 +74,21 @@ def artifact_format(path: str | os.PathLike) -> str:
     """``onnx`` or ``openvino``, by the file's suffix; anything else is refused."""
     fmt = ARTIFACT_SUFFIXES.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: not an exported model (an .onnx file or an OpenVINO .xml)")
+        raise ValueError(f"{path}: not an exported model (an .onnx file, an OpenVINO .xml or a .tflite file)")
     return fmt
 
 
 def read_metadata(path: str | os.PathLike) -> ArtifactInfo:
-    """The :class:`ArtifactInfo` of an ONNX file or OpenVINO IR written by :func:`efficientdet.export.export_model`."""
-    if artifact_format(path) == "onnx":
+    """The :class:`ArtifactInfo` of an ONNX file, OpenVINO IR or TFLite file written by :func:`efficientdet.export.export_model`."""
+    fmt = artifact_format(path)
+    if fmt == "onnx":
         from .onnx import read_onnx_properties
 
         return parse_metadata(path, read_onnx_properties(path))
+    if fmt == "tflite":
+        from .tflite import read_tflite_properties
+
+        return parse_metadata(path, read_tflite_properties(path))
     from .openvino import read_openvino_properties
 
     return parse_metadata(path, read_openvino_properties(path))

@@ -34,7 +34,8 @@ from ..extras import require
 # image's range, averaged). The first of each runtime's is its default: minmax for both, which kept
 # the demo-trained Lite0's AP in int8 where NNCF's own default (mean-minmax) lost some (README).
 METHODS = ("minmax", "entropy", "percentile", "mean-minmax")
-RUNTIME_METHODS = {"onnx": ("minmax", "entropy", "percentile"), "openvino": ("minmax", "mean-minmax", "percentile")}
+RUNTIME_METHODS = {"onnx": ("minmax", "entropy", "percentile"), "openvino": ("minmax", "mean-minmax", "percentile"),
+                   "tflite": ("minmax",)}
 DEFAULT_IMAGES = 100
 CALIBRATION_SPLIT = "train"  # a dataset YAML calibrates on its training images, not on those it is scored on
 

@@ -4,7 +4,8 @@
 * :func:`torch_backend` — ``eager`` (BN folded, channels-last) or ``compile`` (the same through
   ``torch.compile``), in float32, float16 or bfloat16;
 * :func:`onnx_backend` — an ONNX file from :mod:`efficientdet.export` through ONNX Runtime;
-* :func:`openvino_backend` — an OpenVINO IR (or that ONNX file) through OpenVINO, on the CPU.
+* :func:`openvino_backend` — an OpenVINO IR (or that ONNX file) through OpenVINO, on the CPU;
+* :func:`litert_backend` — a ``.tflite`` file through the LiteRT interpreter, on the CPU.
 
 An exported file, float32 or int8, brings its config, label space and (``--nms``) in-graph NMS
 in its metadata (:mod:`efficientdet.export.metadata`).
@@ -28,8 +29,8 @@ from ..model import EfficientDet
 from ..postprocess import Detections
 from ..weights import stored_labels
 
-BACKENDS = ("eager", "compile", "onnxruntime", "openvino")
-FILE_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino"}  # export format → the backend that runs it
+BACKENDS = ("eager", "compile", "onnxruntime", "openvino", "litert")
+FILE_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}  # export format → the backend that runs it
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Preprocessed ``[B, 3, H, W]`` → float32 (class outputs, box outputs) per level, or Detections
@@ -130,8 +131,9 @@ def onnx_backend(path: str | os.PathLike, device: str | torch.device | None = No
     postprocessing runs there whatever ``device`` the session runs on."""
     from ..export import artifact_format, read_metadata
 
-    if artifact_format(path) != "onnx":
-        raise ValueError(f"{path}: ONNX Runtime runs .onnx files; run an OpenVINO IR with --backend openvino")
+    fmt = artifact_format(path)
+    if fmt != "onnx":
+        raise ValueError(f"{path}: ONNX Runtime runs .onnx files; run this one with --backend {FILE_BACKENDS[fmt]}")
     info = read_metadata(path)
     session = onnx_session(path, resolve_device(device or "cpu"), threads)
     input_name = session.get_inputs()[0].name
@@ -157,10 +159,12 @@ def openvino_backend(path: str | os.PathLike, device: str | torch.device | None 
                      threads: int | None = None) -> Backend:
     """An IR (or ONNX file) from :func:`efficientdet.export.export_model` through OpenVINO on the
     CPU, any batch size; outputs as :func:`onnx_backend` gives them."""
-    from ..export import DETECTION_OUTPUTS, raw_output_names, read_metadata
+    from ..export import DETECTION_OUTPUTS, artifact_format, raw_output_names, read_metadata
 
     if resolve_device(device or "cpu").type != "cpu":
         raise ValueError("the openvino backend runs on the CPU; drop --device or give --device cpu")
+    if artifact_format(path) == "tflite":
+        raise ValueError(f"{path}: OpenVINO runs .xml and .onnx files; run this one with --backend litert")
     info = read_metadata(path)
     compiled = openvino_model(path, threads)
     outputs = [compiled.output(name) for name in (DETECTION_OUTPUTS if info.graph_nms else raw_output_names(info.config))]
@@ -170,6 +174,69 @@ def openvino_backend(path: str | os.PathLike, device: str | torch.device | None 
         return _outputs(info, [result[o] for o in outputs])
 
     return Backend(info.config, run, torch.device("cpu"), info.labels, info.graph_nms)
+
+
+def litert_backend(path: str | os.PathLike, device: str | torch.device | None = None,
+                   threads: int | None = None) -> Backend:
+    """A ``.tflite`` file from :func:`efficientdet.export.export_model` through the LiteRT
+    interpreter on the CPU, one image at a time (the file holds batch 1). A detection-signature
+    file (NHWC input, decoding and NMS inside) gives Detections as an ONNX file with NMS does."""
+    from ..export import artifact_format, read_metadata
+
+    fmt = artifact_format(path)
+    if fmt != "tflite":
+        raise ValueError(f"{path}: LiteRT runs .tflite files; run this one with --backend {FILE_BACKENDS[fmt]}")
+    if resolve_device(device or "cpu").type != "cpu":
+        raise ValueError("the litert backend runs on the CPU; drop --device or give --device cpu")
+    info = read_metadata(path)
+    interpreter = require("ai_edge_litert.interpreter", "tflite").Interpreter(
+        model_path=str(path), num_threads=threads or torch.get_num_threads())
+    runner = interpreter.get_signature_runner()
+    ((input_name, input_detail),) = runner.get_input_details().items()
+    output_details = runner.get_output_details()
+    outputs = [f"output_{i}" for i in range(len(output_details))]
+    nhwc = info.graph_nms is not None
+    h, w = info.config.image_size
+
+    def run(batch: torch.Tensor) -> Any:
+        per_image = []
+        for image in batch.float().cpu():
+            x = image.permute(1, 2, 0) if nhwc else image
+            result = runner(**{input_name: _quantized(x[None].contiguous().numpy(), input_detail)})
+            per_image.append([torch.from_numpy(_dequantized(result[name], output_details[name])) for name in outputs])
+        joined = [torch.cat(parts) for parts in zip(*per_image)]
+        if not nhwc:
+            levels = len(info.config.levels)
+            return joined[:levels], joined[levels:]
+        yxyx, classes, scores, count = joined
+        num_valid = count.long()
+        padding = torch.arange(classes.shape[1])[None] >= num_valid[:, None]
+        boxes = yxyx[..., [1, 0, 3, 2]] * torch.tensor([w, h, w, h], dtype=yxyx.dtype)
+        return Detections(boxes, scores, classes.long().masked_fill(padding, -1), num_valid)
+
+    return Backend(info.config, run, torch.device("cpu"), info.labels, info.graph_nms)
+
+
+def _quantized(x: Any, detail: dict[str, Any]) -> Any:
+    """Float input → the tensor's type: int8 files take int8 in, at the input's scale and zero point."""
+    import numpy as np
+
+    dtype = detail["dtype"]
+    if not np.issubdtype(dtype, np.integer):
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantized(a: Any, detail: dict[str, Any]) -> Any:
+    """An output back to float32 (int8 files give int8 at the output's scale and zero point)."""
+    import numpy as np
+
+    if not np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.float32, copy=False)
+    scale, zero = detail["quantization"]
+    return ((a.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
 def _outputs(info: Any, arrays: list[Any]) -> Any:

@@ -12,30 +12,12 @@ from typing import Any, NamedTuple, Sequence
 import torch
 
 from ..anchors import generate_anchors
-from ..coco import LabelSpace, coco_label_space, predicts_coco
+from ..coco import label_space
 from ..config import PostprocessConfig
 from ..model import EfficientDet
 from ..postprocess import Detections, postprocess
 from ..preprocess import preprocess, to_chw_tensor
-from .backends import Backend, model_backend, onnx_backend, openvino_backend, torch_backend
-
-
-def label_space(num_classes: int, stored: LabelSpace | None = None, label_ids: Sequence[int] | None = None,
-                class_names: Sequence[str] | None = None) -> tuple[list[int], list[str]]:
-    """Ids and names of a model's outputs: those given (either replaces ``stored``), else those
-    stored with its weights, else COCO's for a 90-class model (official checkpoints: output ``c``
-    is category id ``c + 1``), else ids ``0..C-1`` named by their index."""
-    if label_ids is None and class_names is None:
-        if stored is not None:
-            label_ids, class_names = stored.ids, stored.names
-        elif predicts_coco(num_classes):
-            return coco_label_space()
-    ids = list(label_ids) if label_ids is not None else list(range(num_classes))
-    names = list(class_names) if class_names is not None else [str(i) for i in ids]
-    if len(ids) != num_classes or len(names) != num_classes:
-        raise ValueError(f"label_ids ({len(ids)}) and class_names ({len(names)}) must have "
-                         f"num_classes={num_classes} entries")
-    return ids, names
+from .backends import Backend, litert_backend, model_backend, onnx_backend, openvino_backend, torch_backend
 
 
 def clip_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -59,7 +41,7 @@ class Detector:
 
     ``Detector(model)`` runs ``model`` as it is; :meth:`from_model` runs a BN-folded copy (``eager``
     / ``compile``, any precision), :meth:`from_onnx` / :meth:`from_openvino` an exported file,
-    float32 or int8. ``detector(images)`` gives
+    float32 or int8, :meth:`from_litert` a TFLite file. ``detector(images)`` gives
     dicts; :meth:`predict` takes batches already preprocessed (evaluation, ``predict_sources``).
 
     ``label_ids`` / ``class_names`` name the outputs; by default those stored with the weights
@@ -121,6 +103,13 @@ class Detector:
         """An OpenVINO IR (``.xml``) or ONNX file from :func:`efficientdet.export.export_model`
         through OpenVINO on the CPU; otherwise as :meth:`from_onnx`."""
         return cls._from_file(path, openvino_backend(path, threads=threads), postprocess_config, labels)
+
+    @classmethod
+    def from_litert(cls, path: str | os.PathLike, postprocess_config: PostprocessConfig | None = None,
+                    threads: int | None = None, **labels: Any) -> "Detector":
+        """A ``.tflite`` file from :func:`efficientdet.export.export_model` through the LiteRT
+        interpreter on the CPU; otherwise as :meth:`from_onnx`."""
+        return cls._from_file(path, litert_backend(path, threads=threads), postprocess_config, labels)
 
     @classmethod
     def _from_file(cls, path: str | os.PathLike, backend: Backend, postprocess_config: PostprocessConfig | None,
