@@ -147,3 +147,13 @@ def test_stochastic_depth_schedule():
     b1 = create_model("efficientdet-d1").backbone.blocks
     probs = [b.survival_prob for b in b1]
     assert probs[0] == 1.0 and probs == sorted(probs, reverse=True) and probs[-1] > 0.8
+
+
+def test_nearest_upsampling_picks_torchs_pixels_at_every_ratio():
+    """Whole ratios go through interpolate, the others through a gather of the same indices
+    (which the TFLite converter keeps; its resize picks other pixels at 3 → 5)."""
+    from efficientdet.bifpn import _upsample_nearest
+
+    for h, w, th, tw in [(3, 3, 5, 5), (5, 5, 10, 10), (2, 3, 4, 5), (7, 9, 13, 17), (10, 10, 19, 19), (1, 1, 2, 2)]:
+        x = torch.randn(2, 3, h, w)
+        assert torch.equal(_upsample_nearest(x, (th, tw)), torch.nn.functional.interpolate(x, size=(th, tw)))

@@ -44,8 +44,23 @@ def bifpn_nodes(min_level: int, max_level: int) -> list[Node]:
 
 
 def _upsample_nearest(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """TF1 ``resize_nearest_neighbor`` (src = floor(dst·in/out)); torch's 'nearest' is the same rule."""
-    return F.interpolate(x, size=size, mode="nearest")
+    """TF1 ``resize_nearest_neighbor`` (src = floor(dst·in/out)); torch's 'nearest' is the same rule.
+
+    A ratio that is not whole (P7 3×3 → P6 5×5 at 320 px) is written as a gather of the rows and
+    columns torch's kernel picks (its float32 scale, floored): the TFLite converter lowers
+    ``interpolate`` there to a resize with other pixel centres, which picks others.
+    """
+    (h, w), (th, tw) = x.shape[-2:], size
+    if th % h == 0 and tw % w == 0:
+        return F.interpolate(x, size=size, mode="nearest")
+    return x.index_select(-2, _nearest_index(h, th, x.device)).index_select(-1, _nearest_index(w, tw, x.device))
+
+
+def _nearest_index(size: int, out: int, device: torch.device) -> torch.Tensor:
+    """Source index of each of ``out`` positions, as torch's CPU and CUDA kernels compute it."""
+    scale = torch.tensor(size, dtype=torch.float32) / torch.tensor(out, dtype=torch.float32)
+    index = (torch.arange(out, dtype=torch.float32) * scale).floor().long().clamp(max=size - 1)
+    return index.to(device)
 
 
 class Resample(nn.Module):
