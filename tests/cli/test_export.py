@@ -158,8 +158,8 @@ def test_torch_formats_match_with_a_dynamic_batch(lite0, tmp_path, fmt, suffix):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--format", "tflite", "--out", "m.tflite"],
-     "unknown export format 'tflite'; valid: onnx, openvino, torchscript, torch-export"),
+    (["--format", "edgetpu", "--out", "m.tflite"],
+     "unknown export format 'edgetpu'; valid: onnx, openvino, torchscript, torch-export, tflite, coreml"),
     (["--format", "torchscript", "--nms", "--out", "m.pt"], "only supported for --format onnx"),
     (["--format", "onnx", "--out", "m.pt"], "must end in .onnx"),
     (["--format", "onnx", "--score-threshold", "0.3", "--out", "m.onnx"], "--score-threshold only apply with --nms"),
