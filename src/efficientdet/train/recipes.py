@@ -33,13 +33,9 @@ RECIPES = {
     "official": Recipe(scale_range=(0.1, 2.0), hflip=0.5, mosaic=0.0, photometric=False, stochastic_depth=True,
                        lr=0.08, warmup_init=0.008, warmup_epochs=1.0, new_head_lr=1.0, ema_decay=0.9998,
                        freeze_bn=False),
-    # Short fine-tuning, measured (benchmarks/sweep_recipes.py, README "Recipes"): Lite0 @ 256, 240
-    # images, 12 epochs on the `large` scene gave AP 0.393 / 0.626 / 0.506 at lr 0.32 / 0.64 / 1.28
-    # per 64 images; earlier runs: no stochastic depth took AP from 0.057 to 0.092, flip-only beat
-    # the official jitter, a 4-image mosaic did not pay at 360 steps. Not measured: the jitter's
-    # range, the EMA decay (which only tells from ~9,000 steps on), fine-tuning from COCO weights:
-    # there the re-initialised predictors get this lr, as every new layer does from ImageNet
-    # (new_head_lr 1; a factor on 0.64 is untried).
+    # Short fine-tuning: lr chosen by benchmarks/sweep_recipes.py (its figures, and what is not
+    # measured yet, are in the README under "Recipes"); the rest follows earlier short runs.
+    # Re-initialised predictors train at this lr, as every new layer does from ImageNet.
     "finetune": Recipe(scale_range=(0.8, 1.2), hflip=0.5, mosaic=0.0, photometric=False, stochastic_depth=False,
                        lr=0.64, warmup_init=0.008, warmup_epochs=1.0, new_head_lr=1.0, ema_decay=0.999,
                        freeze_bn=False),
