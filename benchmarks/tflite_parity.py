@@ -1,7 +1,8 @@
 """TFLite files against PyTorch on real photos, at each model's own size: raw outputs and detections.
 
 For each ``--models`` variant: random weights whose scores spread as a trained model's do
-(:func:`efficientdet.benchmark.spread_random_weights`), BN folded, converted to a float32 TFLite
+(:func:`efficientdet.benchmark.spread_random_weights`), or the ``--weights`` given (one file per
+model, any format ``predict`` reads, e.g. an official checkpoint directory), BN folded, converted to a float32 TFLite
 file with raw outputs and to one with the detection signature (hard NMS inside, ``--max-detections``
 rounds); then, on the scikit-image photos (astronaut, chelsea, coffee, rocket), preprocessed as
 ``predict`` does: the largest absolute difference of the raw outputs from PyTorch's, and the
@@ -9,7 +10,8 @@ signature file's detections against ``Detector`` with hard NMS — detections co
 that differ, largest box difference as a share of the input side, largest score difference.
 Prints a markdown table and the machine line.
 
-    python benchmarks/tflite_parity.py [--models efficientdet-lite0 efficientdet-d0] [--max-detections 100]
+    python benchmarks/tflite_parity.py [--models efficientdet-lite0 efficientdet-d0] [--weights W ...]
+        [--max-detections 100]
 """
 
 from __future__ import annotations
@@ -43,15 +45,20 @@ def runner(data: bytes):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["efficientdet-lite0", "efficientdet-d0"])
+    parser.add_argument("--weights", nargs="+", help="one per model, in the order of --models")
     parser.add_argument("--max-detections", type=int, default=100)
     args = parser.parse_args()
+    if args.weights and len(args.weights) != len(args.models):
+        parser.error(f"--weights names {len(args.weights)} files for {len(args.models)} models")
     images = [torch.from_numpy(getattr(photos, name)()).permute(2, 0, 1) for name in PHOTOS]
     print("| model | size | raw outputs: max abs diff | detections | differing (count, class) | max box diff / side "
           "| max score diff | conversion s (raw, signature) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name in args.models:
-        model = create_model(name).eval()
-        spread_random_weights(model)
+    for i, name in enumerate(args.models):
+        if args.weights:
+            model = create_model(name, weights=args.weights[i]).eval()
+        else:
+            model = spread_random_weights(create_model(name).eval())
         fused = fuse_model(model).eval()
         post = PostprocessConfig(method="hard", max_detections=args.max_detections)
         start = time.perf_counter()
@@ -79,7 +86,8 @@ def main() -> int:
             wrong += int((torch.from_numpy(classes[0, :n]).long() != want.classes[b, :n]).sum())
             box_diff = max(box_diff, float((boxes - want.boxes[b, :n]).abs().max()) / max(h, w))
             score_diff = max(score_diff, float(np.abs(scores[0, :n] - want.scores[b, :n].numpy()).max()))
-        print(f"| {name} | {h}×{w} | {raw_diff:.1e} | {compared} | {wrong} | {box_diff:.1e} | {score_diff:.1e} "
+        weights = args.weights[i] if args.weights else "spread random"
+        print(f"| {name} ({weights}) | {h}×{w} | {raw_diff:.1e} | {compared} | {wrong} | {box_diff:.1e} | {score_diff:.1e} "
               f"| {raw_s:.0f}, {sig_s:.0f} |", flush=True)
     print(f"\n{machine_line()}; photos: {', '.join(PHOTOS)}; hard NMS, {args.max_detections} detections per image")
     return 0

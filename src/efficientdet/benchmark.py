@@ -197,26 +197,30 @@ def synthetic_calibration(config: ModelConfig, images: int = 8) -> Calibration:
 def build_predictor(model: EfficientDet, backend: str, device: torch.device, precision: str,
                     post: PostprocessConfig, threads: int, workdir: Path,
                     calibration: Calibration | None = None) -> Detector:
-    """A predictor for ``backend``. ONNX Runtime, OpenVINO and LiteRT get the model exported (raw
-    outputs) into ``workdir``, in float32 or int8 (calibrated on ``calibration``, default
-    :func:`synthetic_calibration`)."""
+    """A predictor for ``backend``. ONNX Runtime, OpenVINO, LiteRT and TensorRT get the model
+    exported (raw outputs) into ``workdir``, in float32 or int8 (calibrated on ``calibration``,
+    default :func:`synthetic_calibration`), and TensorRT in float16 too."""
     if backend not in FILE_BACKENDS.values():
         if precision == "int8":
-            raise ValueError("int8 runs on the exported backends: --backend onnxruntime, openvino or litert")
+            raise ValueError("int8 runs on the exported backends: --backend onnxruntime, openvino, litert or tensorrt")
         return Detector.from_model(model, backend, device, precision, post)
     from .export import SUFFIXES, export_model
 
-    if precision not in ("float32", "int8"):
-        raise ValueError(f"the {backend} backend runs the exported float32 or int8 model; drop --half / --bf16")
+    exported = ("float32", "float16", "int8") if backend == "tensorrt" else ("float32", "int8")
+    if precision not in exported:
+        raise ValueError(f"the {backend} backend runs the exported {' or '.join(exported)} model; "
+                         f"{'drop --bf16' if backend == 'tensorrt' else 'drop --half / --bf16'}")
     fmt = next(f for f, b in FILE_BACKENDS.items() if b == backend)
     if precision == "int8":
         calibration = calibration or synthetic_calibration(model.config)
     path = export_model(model, workdir / f"model-{precision}{SUFFIXES[fmt]}", fmt,
-                        calibration=calibration if precision == "int8" else None)
+                        calibration=calibration if precision == "int8" else None, fp16=precision == "float16")
     if backend == "openvino":
         return Detector.from_openvino(path, post, threads)
     if backend == "litert":
         return Detector.from_litert(path, post, threads)
+    if backend == "tensorrt":
+        return Detector.from_tensorrt(path, device, post)
     return Detector.from_onnx(path, device, post, threads=threads)
 
 

@@ -17,7 +17,8 @@ from PIL import Image
 from efficientdet import Detector, create_model
 from efficientdet.config import PostprocessConfig
 from efficientdet.data import load_dataset_yaml, load_split
-from efficientdet.export import FORMATS, INT8_FORMATS, SUFFIXES, check_options, load_calibration, read_metadata
+from efficientdet.export import (FORMATS, FP16_FORMATS, INT8_FORMATS, SUFFIXES, check_options, load_calibration,
+                                 read_metadata)
 from efficientdet.export.onnx import raw_output_names
 from efficientdet.fuse import fuse_model
 from efficientdet.inference.backends import litert_backend
@@ -84,6 +85,12 @@ def test_tflite_float32_gives_pytorchs_raw_outputs(exported, devices):
     info = read_metadata(devices.files["tflite"])
     assert info.precision == "float32" and list(info.labels.names) == load_split(load_dataset_yaml(exported.data), "val").names
     assert "batch 1" in devices.stdout["tflite"]
+
+
+def test_the_converters_progress_stays_off_stdout(devices):
+    """stdout carries results only (``benchmark --json -``): litert-torch's progress display goes to stderr."""
+    for name, out in devices.stdout.items():
+        assert out.startswith("wrote ") and len(out.strip().splitlines()) == 1, (name, out)
 
 
 def test_eval_and_predict_run_a_tflite_file_as_the_pytorch_model(exported, devices, tmp_path):
@@ -196,7 +203,7 @@ def test_export_matrix_every_cell_runs_or_is_refused_in_one_line(fmt, precision,
     """Which cells exist; those that do are exported and compared above or in the ONNX/OpenVINO tests."""
     int8, fp16 = precision == "int8", precision == "float16"
     signature = nms and fmt == "tflite"
-    supported = ((not int8 or fmt in INT8_FORMATS) and (not fp16 or fmt in ("tflite", "coreml"))
+    supported = ((not int8 or fmt in INT8_FORMATS) and (not fp16 or fmt in FP16_FORMATS)
                  and (not nms or fmt in ("onnx", "tflite")) and not (nms and (int8 or fp16)))
     if supported:
         check_options(fmt, nms and not signature, int8, fp16, signature)
@@ -208,7 +215,7 @@ def test_export_matrix_every_cell_runs_or_is_refused_in_one_line(fmt, precision,
 
 @pytest.mark.parametrize("argv,message", [
     (["--format", "onnx", "--detection-signature"], "--detection-signature is for --format tflite"),
-    (["--format", "onnx", "--fp16"], "--fp16 is for tflite and coreml"),
+    (["--format", "onnx", "--fp16"], "--fp16 is for tflite, coreml, tensorrt"),
     (["--format", "coreml", "--int8", "--calibration", "x"], "--int8 is for onnx, openvino, tflite"),
     (["--format", "tflite", "--nms"], "for TFLite use --detection-signature"),
     (["--format", "tflite", "--int8", "--calibration", "x", "--keep-float", "stem"], "--keep-float applies to onnx"),

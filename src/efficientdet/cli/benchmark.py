@@ -1,4 +1,5 @@
-"""``efficientdet benchmark --model M [--batch-size N] [--backend eager|compile|onnxruntime|openvino|litert] [--int8] [--threads T]``.
+"""``efficientdet benchmark --model M [--batch-size N] [--backend eager|compile|onnxruntime|openvino|litert|tensorrt]
+[--int8] [--threads T]``.
 
 Times network + box decoding + NMS on a preprocessed batch (``--end-to-end`` adds JPEG decoding
 and preprocessing): median and p90 latency, the network's part and the rest, throughput, peak
@@ -6,7 +7,8 @@ memory, parameters, FLOPs and the GFLOP/s reached, beside the CPU's vector exten
 measured matmul rate, as a table and optionally as JSON (``--json FILE``, ``-`` for stdout).
 Without ``--weights`` the model gets random weights whose scores spread as a trained model's do
 (a fresh model scores every anchor alike, which no real input gives). ``--int8`` (onnxruntime,
-openvino, litert) times the int8 export, calibrated on ``--calibration`` images or synthetic pictures.
+openvino, litert, tensorrt) times the int8 export, calibrated on ``--calibration`` images or synthetic
+pictures; ``--backend tensorrt`` builds the engine on the GPU first (``--half``: a float16 engine).
 """
 
 from __future__ import annotations

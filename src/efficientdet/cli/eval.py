@@ -111,10 +111,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset YAML")
     p.add_argument("--split", default="val")
     add_model(p, note=" (with --weights; an exported file names its own)")
-    add_weights(p, note=" (with --model); or an exported .onnx / OpenVINO .xml / .tflite, float32 or int8")
+    add_weights(p, note=" (with --model); or an exported .onnx / OpenVINO .xml / .tflite / TensorRT .engine, float32 "
+                        "or int8")
     p.add_argument("--backend", choices=list(FILE_BACKENDS.values()),
                    help="runtime of an exported --weights file (default: by its suffix, .onnx: onnxruntime, "
-                        ".xml: openvino, .tflite: litert; openvino also runs .onnx)")
+                        ".xml: openvino, .tflite: litert, .engine: tensorrt; openvino also runs .onnx)")
     add_threads(p)
     p.add_argument("--predictions", help="score this COCO-results JSON instead of running a model "
                    "(--score-threshold filters it)")

@@ -1,4 +1,4 @@
-"""Exported files (ONNX, OpenVINO IR, TFLite; float32 or int8) as ``predict`` and ``eval`` run them:
+"""Exported files (ONNX, OpenVINO IR, TFLite, TensorRT engines; float32 or int8) as ``predict`` and ``eval`` run them:
 the backend that reads each, and the options that cannot apply to one (another model, another
 image size, ``--half``), refused before any image is read."""
 
@@ -13,15 +13,16 @@ from ..config import ModelConfig, PostprocessConfig
 
 def file_backend(args: argparse.Namespace) -> str | None:
     """The backend that runs ``--weights``: ``--backend`` when it names one that reads files, else
-    the one for the file's suffix (``.onnx``: onnxruntime, ``.xml``: openvino, ``.tflite``: litert); None for weights
+    the one for the file's suffix (``.onnx``: onnxruntime, ``.xml``: openvino, ``.tflite``: litert, ``.engine``:
+    tensorrt); None for weights
     that build a PyTorch model."""
     from ..export.metadata import ARTIFACT_SUFFIXES
     from ..inference.backends import FILE_BACKENDS
 
     if args.backend in FILE_BACKENDS.values():
         if args.weights is None:
-            raise ValueError(f"--backend {args.backend} needs --weights FILE (.onnx, OpenVINO .xml or .tflite; "
-                             f"efficientdet export makes one)")
+            raise ValueError(f"--backend {args.backend} needs --weights FILE (.onnx, OpenVINO .xml, .tflite or "
+                             f".engine; efficientdet export makes one)")
         return args.backend
     fmt = ARTIFACT_SUFFIXES.get(_suffix(args.weights))
     if fmt is None:
@@ -55,6 +56,8 @@ def exported_detector(args: argparse.Namespace, backend: str, device: Any, image
         return Detector.from_openvino(args.weights, post, threads, **labels)
     if backend == "litert":
         return Detector.from_litert(args.weights, post, threads, **labels)
+    if backend == "tensorrt":
+        return Detector.from_tensorrt(args.weights, device, post, **labels)
     return Detector.from_onnx(args.weights, device, post, threads, **labels)  # refuses other NMS than the file's
 
 

@@ -69,7 +69,7 @@ def add_precision(parser: argparse.ArgumentParser, int8: bool = False) -> None:
     dtype.add_argument("--half", action="store_true", help="float16 network (CUDA)")
     dtype.add_argument("--bf16", action="store_true", help="bfloat16 network (CPU with AVX-512 BF16 / AMX, CUDA)")
     if int8:
-        dtype.add_argument("--int8", action="store_true", help="int8 network (--backend onnxruntime, openvino or litert)")
+        dtype.add_argument("--int8", action="store_true", help="int8 network (--backend onnxruntime, openvino, litert or tensorrt)")
 
 
 def precision(args: argparse.Namespace) -> str:

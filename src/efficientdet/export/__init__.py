@@ -5,6 +5,7 @@
 * :mod:`.torchscript` — TorchScript and ``torch.export``;
 * :mod:`.tflite` — LiteRT (TFLite), float32 / float16 / int8, raw or with the detection signature;
 * :mod:`.coreml` — a Core ML ``.mlpackage`` (image input, the model's normalisation inside);
+* :mod:`.tensorrt` — a TensorRT engine built on the GPU, float32 / float16 / int8;
 * :mod:`.quantize` — int8 calibration and the layers kept in float, shared by ONNX and OpenVINO;
 * :mod:`.metadata` — what an ONNX file or IR carries so that it runs and is evaluated on its own.
 
@@ -25,14 +26,16 @@ from .metadata import ArtifactInfo, artifact_format, read_metadata
 from .onnx import DETECTION_OUTPUTS, INPUT_NAME, raw_output_names
 from .quantize import Calibration, load_calibration
 
-FORMATS = ("onnx", "openvino", "torchscript", "torch-export", "tflite", "coreml")
+FORMATS = ("onnx", "openvino", "torchscript", "torch-export", "tflite", "coreml", "tensorrt")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".pt", "torch-export": ".pt2", "tflite": ".tflite",
-            "coreml": ".mlpackage"}
-INT8_FORMATS = ("onnx", "openvino", "tflite")
-FP16_FORMATS = ("tflite", "coreml")
+            "coreml": ".mlpackage", "tensorrt": ".engine"}
+INT8_FORMATS = ("onnx", "openvino", "tflite", "tensorrt")
+FP16_FORMATS = ("tflite", "coreml", "tensorrt")
+KEEP_FLOAT_FORMATS = ("onnx", "openvino", "tensorrt")  # those quantised from our ONNX graph, node by node
 BATCH_ONE_FORMATS = ("tflite", "coreml")  # files for devices: one image per call
 
-__all__ = ["BATCH_ONE_FORMATS", "DETECTION_OUTPUTS", "FORMATS", "FP16_FORMATS", "INPUT_NAME", "INT8_FORMATS", "SUFFIXES", "ArtifactInfo", "Calibration",
+__all__ = ["BATCH_ONE_FORMATS", "DETECTION_OUTPUTS", "FORMATS", "FP16_FORMATS", "INPUT_NAME", "INT8_FORMATS",
+           "KEEP_FLOAT_FORMATS", "SUFFIXES", "ArtifactInfo", "Calibration",
            "artifact_format", "check_options", "export_model", "load_calibration", "raw_output_names", "read_metadata",
            "require_runtimes"]
 
@@ -45,7 +48,7 @@ def check_options(fmt: str, nms: bool, int8: bool = False, fp16: bool = False,
     if detection_signature and fmt != "tflite":
         raise ValueError(f"--detection-signature is for --format tflite, not {fmt!r}")
     if fp16 and fmt not in FP16_FORMATS:
-        raise ValueError(f"--fp16 is for {' and '.join(FP16_FORMATS)}, not {fmt!r}")
+        raise ValueError(f"--fp16 is for {', '.join(FP16_FORMATS)}, not {fmt!r}")
     if fp16 and int8:
         raise ValueError("--fp16 and --int8 exclude each other")
     if detection_signature and (fp16 or int8):
@@ -62,12 +65,19 @@ def check_options(fmt: str, nms: bool, int8: bool = False, fp16: bool = False,
 
 
 def require_runtimes(fmt: str, int8: bool = False, detection_signature: bool = False) -> None:
-    """Import what exporting to ``fmt`` needs, so that a missing extra is named before any work."""
+    """Import what exporting to ``fmt`` needs, so that a missing extra (or TensorRT's GPU) is named
+    before any work."""
+    if fmt == "tensorrt":
+        from .tensorrt import require_cuda
+
+        require_cuda()
     modules = {"onnx": [("onnx", "export")] + ([("onnxruntime.quantization", "export")] if int8 else []),
                "openvino": [("onnx", "openvino"), ("openvino", "openvino")] + ([("nncf", "openvino")] if int8 else []),
                "tflite": [("litert_torch", "tflite"), ("ai_edge_quantizer", "tflite")]
                + ([("mediapipe", "tflite")] if detection_signature else []),
-               "coreml": [("coremltools", "coreml")]}
+               "coreml": [("coremltools", "coreml")],
+               "tensorrt": [("onnx", "export"), ("tensorrt", "tensorrt")]
+               + ([("onnxruntime.quantization", "export")] if int8 else [])}
     for module, extra in modules.get(fmt, []):
         require(module, extra)
 
@@ -75,7 +85,7 @@ def require_runtimes(fmt: str, int8: bool = False, detection_signature: bool = F
 def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms: bool = False,
                  postprocess_config: PostprocessConfig | None = None, calibration: Calibration | None = None,
                  keep_float: Sequence[str] | None = None, fp16: bool = False,
-                 detection_signature: bool = False) -> Path:
+                 detection_signature: bool = False, max_batch: int | None = None) -> Path:
     """Write ``model`` (BN folded, eval mode) to ``path`` in format ``fmt``: a dynamic batch size,
     batch 1 for the device formats (:data:`BATCH_ONE_FORMATS`).
 
@@ -83,13 +93,18 @@ def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms:
     score threshold and ``max_detections`` into the graph; its ``method`` must be ``"hard"``.
     ``calibration`` (ONNX, OpenVINO; :func:`~.quantize.load_calibration`) makes the file int8,
     ``keep_float`` naming the rules of :data:`~.quantize.FLOAT_RULES` whose layers stay in float
-    (default :data:`~.quantize.DEFAULT_KEEP_FLOAT`; ONNX and OpenVINO only). ``fp16`` (TFLite,
-    Core ML) stores float16 weights; ``detection_signature`` (TFLite) puts decoding and hard NMS
-    inside with the four outputs of the TFLite detection convention (:mod:`.tflite`).
+    (default :data:`~.quantize.DEFAULT_KEEP_FLOAT`; :data:`KEEP_FLOAT_FORMATS` only). ``fp16``
+    (TFLite, Core ML, TensorRT) stores float16 weights; ``detection_signature`` (TFLite) puts
+    decoding and hard NMS inside with the four outputs of the TFLite detection convention
+    (:mod:`.tflite`). ``max_batch`` (TensorRT) is the largest batch the engine takes.
     """
     check_options(fmt, nms, calibration is not None, fp16, detection_signature)
-    if keep_float is not None and fmt not in ("onnx", "openvino"):
-        raise ValueError(f"--keep-float applies to onnx and openvino; --format {fmt} quantises every layer it can")
+    if keep_float is not None and fmt not in KEEP_FLOAT_FORMATS:
+        raise ValueError(f"--keep-float applies to {', '.join(KEEP_FLOAT_FORMATS)}; --format {fmt} quantises "
+                         f"every layer it can")
+    if max_batch is not None and fmt != "tensorrt":
+        raise ValueError(f"--max-batch is for --format tensorrt; --format {fmt} files take any batch size"
+                         if fmt not in BATCH_ONE_FORMATS else f"--format {fmt} files hold batch 1")
     require_runtimes(fmt, calibration is not None, detection_signature)
     fused = fuse_model(model).cpu().float()
     if fmt == "tflite":
@@ -98,6 +113,13 @@ def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms:
         precision = "int8" if calibration is not None else "float16" if fp16 else "float32"
         return export_tflite(fused, path, precision=precision, calibration=calibration,
                              detection_signature=detection_signature, postprocess_config=postprocess_config)
+    if fmt == "tensorrt":
+        from .tensorrt import DEFAULT_MAX_BATCH, export_tensorrt
+
+        precision = "int8" if calibration is not None else "float16" if fp16 else "float32"
+        return export_tensorrt(fused, path, precision=precision, calibration=calibration,
+                               keep_float=None if keep_float is None else tuple(keep_float),
+                               max_batch=max_batch or DEFAULT_MAX_BATCH)
     if fmt == "coreml":
         from .coreml import export_coreml
 

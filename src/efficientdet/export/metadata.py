@@ -4,7 +4,7 @@ One map of strings: the model config (variant, image size, classes, normalisatio
 space of its weights, the NMS inside the graph (ONNX ``--nms``, TFLite ``--detection-signature``)
 and, for an int8 file, how it was quantised and calibrated. ONNX stores it as ``metadata_props``;
 an OpenVINO IR in its ``rt_info`` (:mod:`.openvino`); a TFLite file in its ``metadata`` table
-(:mod:`.tflite`). Readers get it back as an :class:`ArtifactInfo`.
+(:mod:`.tflite`); a TensorRT engine in a header before it (:mod:`.tensorrt`). Readers get it back as an :class:`ArtifactInfo`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PREFIX = "efficientdet."
 CONFIG_KEY = PREFIX + "config"
 NMS_KEY = PREFIX + "nms"
 QUANTIZATION_KEY = PREFIX + "quantization"
-ARTIFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
+ARTIFACT_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite", ".engine": "tensorrt"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,15 +71,17 @@ def parse_metadata(path: str | os.PathLike, props: dict[str, str]) -> ArtifactIn
 
 
 def artifact_format(path: str | os.PathLike) -> str:
-    """``onnx`` or ``openvino``, by the file's suffix; anything else is refused."""
+    """``onnx``, ``openvino``, ``tflite`` or ``tensorrt``, by the file's suffix; anything else is refused."""
     fmt = ARTIFACT_SUFFIXES.get(Path(path).suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: not an exported model (an .onnx file, an OpenVINO .xml or a .tflite file)")
+        raise ValueError(f"{path}: not an exported model (an .onnx file, an OpenVINO .xml, a .tflite file or a "
+                         f"TensorRT .engine)")
     return fmt
 
 
 def read_metadata(path: str | os.PathLike) -> ArtifactInfo:
-    """The :class:`ArtifactInfo` of an ONNX file, OpenVINO IR or TFLite file written by :func:`efficientdet.export.export_model`."""
+    """The :class:`ArtifactInfo` of an ONNX file, OpenVINO IR, TFLite file or TensorRT engine written by
+    :func:`efficientdet.export.export_model`."""
     fmt = artifact_format(path)
     if fmt == "onnx":
         from .onnx import read_onnx_properties
@@ -89,6 +91,10 @@ def read_metadata(path: str | os.PathLike) -> ArtifactInfo:
         from .tflite import read_tflite_properties
 
         return parse_metadata(path, read_tflite_properties(path))
+    if fmt == "tensorrt":
+        from .tensorrt import read_tensorrt_properties
+
+        return parse_metadata(path, read_tensorrt_properties(path))
     from .openvino import read_openvino_properties
 
     return parse_metadata(path, read_openvino_properties(path))

@@ -18,6 +18,7 @@ file (:mod:`.quantize`) also says how it was calibrated.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,28 @@ class DecodedOutputs(nn.Module):
         return box_coder.decode(flatten_levels(box_out, 4), self.anchors), torch.sigmoid(best), classes
 
 
+class HalfInside(nn.Module):
+    """``module`` computing in float16 between float32 input and outputs: a graph whose every
+    layer is typed float16, for runtimes that take precision from the graph (TensorRT's strongly
+    typed networks)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = copy.deepcopy(module).half()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(x.float() if x.is_floating_point() else x for x in self.module(images.half()))
+
+
 def example_input(model: EfficientDet, batch_size: int) -> torch.Tensor:
     param = next(model.parameters())
     return torch.zeros(batch_size, 3, *model.config.image_size, dtype=param.dtype, device=param.device)
 
 
-def onnx_graph(model: EfficientDet, nms: bool = False, postprocess_config: PostprocessConfig | None = None) -> Any:
+def onnx_graph(model: EfficientDet, nms: bool = False, postprocess_config: PostprocessConfig | None = None,
+               float16: bool = False) -> Any:
     """The ``onnx.ModelProto`` of ``model`` (BN folded by the caller), optionally with the NMS tail
-    (module docstring); no metadata yet."""
+    (module docstring) or computing in float16 (:class:`HalfInside`); no metadata yet."""
     post = postprocess_config or model.config.postprocess
     if nms and post.method != "hard":
         raise ValueError("ONNX has no soft-NMS operator: NMS inside the graph must be hard NMS (method='hard')")
@@ -86,8 +101,10 @@ def onnx_graph(model: EfficientDet, nms: bool = False, postprocess_config: Postp
         raise ValueError("NMS in the ONNX graph is class-agnostic, as the official model's")
     wrapper = DecodedOutputs(model) if nms else RawOutputs(model)
     names = ["nms_boxes", "nms_scores", "nms_classes"] if nms else raw_output_names(model.config)
+    if float16:
+        wrapper = HalfInside(wrapper)
     program = torch.onnx.export(
-        wrapper.eval(), (example_input(model, 2),), input_names=[INPUT_NAME], output_names=names,
+        wrapper.eval(), (example_input(model, 2).float(),), input_names=[INPUT_NAME], output_names=names,
         dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1, max=1024)}}, dynamo=True,
         verbose=False, optimize=True,
     )

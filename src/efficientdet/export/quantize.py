@@ -35,7 +35,7 @@ from ..extras import require
 # the demo-trained Lite0's AP in int8 where NNCF's own default (mean-minmax) lost some (README).
 METHODS = ("minmax", "entropy", "percentile", "mean-minmax")
 RUNTIME_METHODS = {"onnx": ("minmax", "entropy", "percentile"), "openvino": ("minmax", "mean-minmax", "percentile"),
-                   "tflite": ("minmax",)}
+                   "tflite": ("minmax",), "tensorrt": ("minmax", "entropy", "percentile")}
 DEFAULT_IMAGES = 100
 CALIBRATION_SPLIT = "train"  # a dataset YAML calibrates on its training images, not on those it is scored on
 
@@ -202,13 +202,15 @@ def quiet_quantizers() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def quantize_onnx(proto: Any, calibration: Calibration,
-                  keep_float: Sequence[str] | None = None) -> tuple[Any, dict[str, Any]]:
+def quantize_onnx(proto: Any, calibration: Calibration, keep_float: Sequence[str] | None = None,
+                  for_tensorrt: bool = False) -> tuple[Any, dict[str, Any]]:
     """``proto`` (float32) → int8 QDQ through ONNX Runtime's ``quantize_static``, and its record.
 
-    Weights are quantised on 7 bits (``reduce_range``): on AVX2 / AVX-512 without VNNI, ONNX
-    Runtime's u8 × s8 kernels add pairs of products in 16 bits (``vpmaddubsw``), which saturate
-    with full-range weights; measured on Lite0 that cost more than the lost bit does.
+    For ONNX Runtime on the CPU, weights are quantised on 7 bits (``reduce_range``): on AVX2 /
+    AVX-512 without VNNI, its u8 × s8 kernels add pairs of products in 16 bits (``vpmaddubsw``),
+    which saturate with full-range weights; measured on Lite0 that cost more than the lost bit
+    does. ``for_tensorrt`` makes the form TensorRT's explicit quantisation reads instead: int8
+    activations and weights, symmetric (zero point 0), weights on their full 8 bits.
     """
     onnx = require("onnx", "export")
     quantization = require("onnxruntime.quantization", "export")
@@ -233,10 +235,15 @@ def quantize_onnx(proto: Any, calibration: Calibration,
         with quiet_quantizers(), np.errstate(invalid="ignore", divide="ignore"):
             quantization.quantize_static(
                 str(source), str(target), Reader(), quant_format=quantization.QuantFormat.QDQ, per_channel=True,
-                activation_type=quantization.QuantType.QUInt8, weight_type=quantization.QuantType.QInt8,
-                reduce_range=True, nodes_to_exclude=[n for names in kept.values() for n in names]
-                + nonfinite_nodes(proto), calibrate_method=methods[method])
+                activation_type=quantization.QuantType.QInt8 if for_tensorrt else quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QInt8, reduce_range=not for_tensorrt,
+                nodes_to_exclude=[n for names in kept.values() for n in names] + nonfinite_nodes(proto),
+                calibrate_method=methods[method],
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True} if for_tensorrt else None)
         quantized = onnx.load(str(target))
+    if for_tensorrt:
+        scheme = "QDQ, symmetric; int8 weights per channel, int8 activations per tensor"
+        return quantized, quantization_record("tensorrt", scheme, calibration, method, kept)
     scheme = "QDQ; int8 weights per channel on 7 bits (reduce_range), uint8 activations per tensor"
     return quantized, quantization_record("onnxruntime", scheme, calibration, method, kept)
 

@@ -22,6 +22,7 @@ table under :data:`METADATA_NAME`, so that ``predict`` and ``eval`` run it alone
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -135,10 +136,13 @@ def convert_tflite(model: EfficientDet, signature_nms: PostprocessConfig | None 
     else:
         module, example = RawOutputs(model).eval(), torch.zeros(1, 3, h, w)
     try:
-        converted = litert_torch.convert(module, (example,))
+        # Its progress display writes to stdout, where our commands print results (``benchmark
+        # --backend litert --json -``): it goes to stderr, as the quantisers' does.
+        with contextlib.redirect_stdout(sys.stderr):
+            converted = litert_torch.convert(module, (example,))
+            return bytes(converted.model_content())
     except Exception as e:  # the converter raises many kinds; the first line says what failed
         raise ValueError(f"litert-torch could not convert {model.config.name}: {_first_line(e)}") from e
-    return bytes(converted.model_content())
 
 
 def quantization_record(precision: str, calibration: Any = None) -> dict[str, Any]:
@@ -150,24 +154,27 @@ def quantization_record(precision: str, calibration: Any = None) -> dict[str, An
 
 def quantize_tflite(data: bytes, precision: str, calibration: Any = None) -> bytes:
     """ai-edge-quantizer on a float32 raw-output flatbuffer: float16 weights, or static int8
-    calibrated on ``calibration``'s images."""
-    aeq = require("ai_edge_quantizer", "tflite")
-    from ai_edge_quantizer import recipe
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
-    from ai_edge_quantizer.qtyping import TFLOperationName
+    calibrated on ``calibration``'s images. Its report (sizes, time) goes to stderr."""
+    from .quantize import quiet_quantizers
 
-    quantizer = aeq.Quantizer(bytearray(data))
-    if precision == "float16":
-        quantizer.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
-                                         algorithm_key=AlgorithmName.FLOAT_CASTING)
-        return bytes(quantizer.quantize().quantized_model)
-    if precision != "int8" or calibration is None:
-        raise ValueError(f"quantize_tflite makes float16, or int8 from calibration images; got {precision!r}")
-    quantizer.load_quantization_recipe(recipe.static_wi8_ai8())
-    signature, input_name = _signature_input(data)
-    samples = [{input_name: b} for b in calibration.batches(1)]
-    ranges = quantizer.calibrate({signature: samples}, num_threads=torch.get_num_threads())
-    return bytes(quantizer.quantize(ranges).quantized_model)
+    with quiet_quantizers():
+        aeq = require("ai_edge_quantizer", "tflite")
+        from ai_edge_quantizer import recipe
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+        from ai_edge_quantizer.qtyping import TFLOperationName
+
+        quantizer = aeq.Quantizer(bytearray(data))
+        if precision == "float16":
+            quantizer.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                             algorithm_key=AlgorithmName.FLOAT_CASTING)
+            return bytes(quantizer.quantize().quantized_model)
+        if precision != "int8" or calibration is None:
+            raise ValueError(f"quantize_tflite makes float16, or int8 from calibration images; got {precision!r}")
+        quantizer.load_quantization_recipe(recipe.static_wi8_ai8())
+        signature, input_name = _signature_input(data)
+        samples = [{input_name: b} for b in calibration.batches(1)]
+        ranges = quantizer.calibrate({signature: samples}, num_threads=torch.get_num_threads())
+        return bytes(quantizer.quantize(ranges).quantized_model)
 
 
 def _signature_input(data: bytes) -> tuple[str, str]:

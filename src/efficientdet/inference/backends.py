@@ -5,7 +5,8 @@
   ``torch.compile``), in float32, float16 or bfloat16;
 * :func:`onnx_backend` — an ONNX file from :mod:`efficientdet.export` through ONNX Runtime;
 * :func:`openvino_backend` — an OpenVINO IR (or that ONNX file) through OpenVINO, on the CPU;
-* :func:`litert_backend` — a ``.tflite`` file through the LiteRT interpreter, on the CPU.
+* :func:`litert_backend` — a ``.tflite`` file through the LiteRT interpreter, on the CPU;
+* :func:`tensorrt_backend` — a TensorRT engine (``.engine``), on the NVIDIA GPU it was built for.
 
 An exported file, float32 or int8, brings its config, label space and (``--nms``) in-graph NMS
 in its metadata (:mod:`efficientdet.export.metadata`).
@@ -14,6 +15,7 @@ in its metadata (:mod:`efficientdet.export.metadata`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -29,8 +31,9 @@ from ..model import EfficientDet
 from ..postprocess import Detections
 from ..weights import stored_labels
 
-BACKENDS = ("eager", "compile", "onnxruntime", "openvino", "litert")
-FILE_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert"}  # export format → the backend that runs it
+BACKENDS = ("eager", "compile", "onnxruntime", "openvino", "litert", "tensorrt")
+# export format → the backend that runs it
+FILE_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "litert", "tensorrt": "tensorrt"}
 PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Preprocessed ``[B, 3, H, W]`` → float32 (class outputs, box outputs) per level, or Detections
@@ -163,8 +166,9 @@ def openvino_backend(path: str | os.PathLike, device: str | torch.device | None 
 
     if resolve_device(device or "cpu").type != "cpu":
         raise ValueError("the openvino backend runs on the CPU; drop --device or give --device cpu")
-    if artifact_format(path) == "tflite":
-        raise ValueError(f"{path}: OpenVINO runs .xml and .onnx files; run this one with --backend litert")
+    fmt = artifact_format(path)
+    if fmt not in ("openvino", "onnx"):
+        raise ValueError(f"{path}: OpenVINO runs .xml and .onnx files; run this one with --backend {FILE_BACKENDS[fmt]}")
     info = read_metadata(path)
     compiled = openvino_model(path, threads)
     outputs = [compiled.output(name) for name in (DETECTION_OUTPUTS if info.graph_nms else raw_output_names(info.config))]
@@ -215,6 +219,54 @@ def litert_backend(path: str | os.PathLike, device: str | torch.device | None = 
         return Detections(boxes, scores, classes.long().masked_fill(padding, -1), num_valid)
 
     return Backend(info.config, run, torch.device("cpu"), info.labels, info.graph_nms)
+
+
+def tensorrt_backend(path: str | os.PathLike, device: str | torch.device | None = None,
+                     threads: int | None = None) -> Backend:
+    """An engine from :func:`efficientdet.export.export_model` (``tensorrt``) on the GPU, any batch
+    size (run in chunks of the engine's largest); its raw outputs stay on the GPU, where they are
+    postprocessed. ``threads`` is accepted for the common signature: the GPU does the work."""
+    from ..export.metadata import artifact_format, parse_metadata
+    from ..export.onnx import INPUT_NAME, raw_output_names
+    from ..export.tensorrt import ENGINE_KEY, check_engine, read_engine_file, require_cuda
+
+    fmt = artifact_format(path)
+    if fmt != "tensorrt":
+        raise ValueError(f"{path}: TensorRT runs .engine files; run this one with --backend {FILE_BACKENDS[fmt]}")
+    cuda = require_cuda()
+    if device is not None:
+        cuda = resolve_device(device)
+    if cuda.type != "cuda":
+        raise ValueError("the tensorrt backend runs on an NVIDIA GPU; give --device cuda")
+    props, serialized = read_engine_file(path)
+    info = parse_metadata(path, props)
+    check_engine(path, props)
+    trt = require("tensorrt", "tensorrt")
+    with torch.cuda.device(cuda):
+        engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(serialized)
+        if engine is None:
+            raise ValueError(f"{path}: TensorRT could not load the engine (its log above says why)")
+        context = engine.create_execution_context()
+    names = raw_output_names(info.config)
+    levels, max_batch = len(info.config.levels), int(json.loads(props[ENGINE_KEY])["max_batch"])
+
+    def run_chunk(x: torch.Tensor) -> list[torch.Tensor]:
+        context.set_input_shape(INPUT_NAME, tuple(x.shape))
+        context.set_tensor_address(INPUT_NAME, x.data_ptr())
+        outputs = [torch.empty(tuple(context.get_tensor_shape(n)), dtype=torch.float32, device=cuda) for n in names]
+        for name, out in zip(names, outputs):
+            context.set_tensor_address(name, out.data_ptr())
+        if not context.execute_async_v3(torch.cuda.current_stream(cuda).cuda_stream):
+            raise RuntimeError(f"{path}: TensorRT failed to run the engine (its log above says why)")
+        return outputs
+
+    def run(batch: torch.Tensor) -> Any:
+        x = batch.to(device=cuda, dtype=torch.float32).contiguous()
+        chunks = [run_chunk(x[i:i + max_batch]) for i in range(0, x.shape[0], max_batch)]
+        outputs = [torch.cat(parts) for parts in zip(*chunks)]
+        return outputs[:levels], outputs[levels:]
+
+    return Backend(info.config, run, cuda, info.labels)
 
 
 def _quantized(x: Any, detail: dict[str, Any]) -> Any:

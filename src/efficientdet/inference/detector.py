@@ -17,7 +17,8 @@ from ..config import PostprocessConfig
 from ..model import EfficientDet
 from ..postprocess import Detections, postprocess
 from ..preprocess import preprocess, to_chw_tensor
-from .backends import Backend, litert_backend, model_backend, onnx_backend, openvino_backend, torch_backend
+from .backends import (Backend, litert_backend, model_backend, onnx_backend, openvino_backend, tensorrt_backend,
+                       torch_backend)
 
 
 def clip_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -41,7 +42,8 @@ class Detector:
 
     ``Detector(model)`` runs ``model`` as it is; :meth:`from_model` runs a BN-folded copy (``eager``
     / ``compile``, any precision), :meth:`from_onnx` / :meth:`from_openvino` an exported file,
-    float32 or int8, :meth:`from_litert` a TFLite file. ``detector(images)`` gives
+    float32 or int8, :meth:`from_litert` a TFLite file, :meth:`from_tensorrt` a TensorRT engine.
+    ``detector(images)`` gives
     dicts; :meth:`predict` takes batches already preprocessed (evaluation, ``predict_sources``).
 
     ``label_ids`` / ``class_names`` name the outputs; by default those stored with the weights
@@ -110,6 +112,14 @@ class Detector:
         """A ``.tflite`` file from :func:`efficientdet.export.export_model` through the LiteRT
         interpreter on the CPU; otherwise as :meth:`from_onnx`."""
         return cls._from_file(path, litert_backend(path, threads=threads), postprocess_config, labels)
+
+    @classmethod
+    def from_tensorrt(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                      postprocess_config: PostprocessConfig | None = None, **labels: Any) -> "Detector":
+        """A TensorRT engine from :func:`efficientdet.export.export_model` on ``device`` (default: the
+        current CUDA device), which must be the GPU model it was built for; outputs are
+        postprocessed there. Otherwise as :meth:`from_onnx`."""
+        return cls._from_file(path, tensorrt_backend(path, device), postprocess_config, labels)
 
     @classmethod
     def _from_file(cls, path: str | os.PathLike, backend: Backend, postprocess_config: PostprocessConfig | None,
