@@ -52,7 +52,7 @@ def test_float16_graph_computes_in_float16_between_float32_edges(exported):
 
 
 def test_int8_graph_is_symmetric_qdq_that_tracks_float32(exported):
-    """TensorRT's explicit quantisation reads QDQ with int8 zero points of 0; ONNX Runtime runs the
+    """TensorRT's explicit quantisation reads QDQ of int8 only, with zero points of 0; ONNX Runtime runs the
     same graph on the CPU here, and its outputs track float32's as the ONNX int8 file's do (the
     bound of ``test_int8_outputs_stay_close_to_float32``, measured there)."""
     model = trained(exported)
@@ -64,6 +64,9 @@ def test_int8_graph_is_symmetric_qdq_that_tracks_float32(exported):
               if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2]
     assert len(points) > 50
     assert all(p.dtype == np.int8 and not p.any() for p in points)
+    dequantized = [initializers[n.input[0]] for n in proto.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in initializers]
+    assert dequantized and {d.dtype for d in dequantized} == {np.dtype(np.int8)}  # no int32 biases: TensorRT has none
     assert record["runtime"] == "tensorrt" and record["calibration"]["images"] == 8
     assert record["kept_float"]["stem"] > 0 and record["kept_float"]["predictors"] > 0
     batch = val_batch(exported)

@@ -210,7 +210,7 @@ def quantize_onnx(proto: Any, calibration: Calibration, keep_float: Sequence[str
     AVX-512 without VNNI, its u8 × s8 kernels add pairs of products in 16 bits (``vpmaddubsw``),
     which saturate with full-range weights; measured on Lite0 that cost more than the lost bit
     does. ``for_tensorrt`` makes the form TensorRT's explicit quantisation reads instead: int8
-    activations and weights, symmetric (zero point 0), weights on their full 8 bits.
+    activations and weights, symmetric (zero point 0), weights on their full 8 bits, float biases.
     """
     onnx = require("onnx", "export")
     quantization = require("onnxruntime.quantization", "export")
@@ -239,7 +239,9 @@ def quantize_onnx(proto: Any, calibration: Calibration, keep_float: Sequence[str
                 weight_type=quantization.QuantType.QInt8, reduce_range=not for_tensorrt,
                 nodes_to_exclude=[n for names in kept.values() for n in names] + nonfinite_nodes(proto),
                 calibrate_method=methods[method],
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True} if for_tensorrt else None)
+                # TensorRT dequantises int8 only: biases stay float (ORT would make them int32).
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+                if for_tensorrt else None)
         quantized = onnx.load(str(target))
     if for_tensorrt:
         scheme = "QDQ, symmetric; int8 weights per channel, int8 activations per tensor"

@@ -82,6 +82,7 @@ def build_engine(onnx_bytes: bytes, image_size: tuple[int, int], max_batch: int 
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ValueError(f"TensorRT's ONNX parser refused the graph: {errors}")
     config = builder.create_builder_config()
+    config.clear_flag(trt.BuilderFlag.TF32)  # on by default: float32 layers would round their inputs to TF32
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     profile = builder.create_optimization_profile()
     h, w = image_size
@@ -148,12 +149,12 @@ def read_tensorrt_properties(path: str | os.PathLike) -> dict[str, str]:
     return read_engine_file(path)[0]
 
 
-def check_engine(path: str | os.PathLike, props: dict[str, str]) -> None:
+def check_engine(path: str | os.PathLike, props: dict[str, str], device: torch.device) -> None:
     """Refuse, in one line, an engine built with another TensorRT or for another GPU architecture
-    (TensorRT's own message for it is a long log)."""
+    than ``device``'s (TensorRT's own message for it is a long log)."""
     trt = require("tensorrt", "tensorrt")
     built = json.loads(props.get(ENGINE_KEY, "{}"))
-    major, minor = torch.cuda.get_device_capability()
+    major, minor = torch.cuda.get_device_capability(device)
     here = {"tensorrt": trt.__version__, "compute_capability": f"{major}.{minor}"}
     for key, value in here.items():
         if built.get(key) != value:

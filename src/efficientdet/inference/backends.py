@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -225,7 +226,12 @@ def tensorrt_backend(path: str | os.PathLike, device: str | torch.device | None 
                      threads: int | None = None) -> Backend:
     """An engine from :func:`efficientdet.export.export_model` (``tensorrt``) on the GPU, any batch
     size (run in chunks of the engine's largest); its raw outputs stay on the GPU, where they are
-    postprocessed. ``threads`` is accepted for the common signature: the GPU does the work."""
+    postprocessed. ``threads`` is accepted for the common signature: the GPU does the work.
+
+    One execution context serves every call, so calls from several threads (``serve --workers``)
+    take turns; each runs on a stream of its own, as TensorRT asks (the default stream adds a
+    device-wide synchronisation), ordered after and before the caller's stream.
+    """
     from ..export.metadata import artifact_format, parse_metadata
     from ..export.onnx import INPUT_NAME, raw_output_names
     from ..export.tensorrt import ENGINE_KEY, check_engine, read_engine_file, require_cuda
@@ -240,15 +246,17 @@ def tensorrt_backend(path: str | os.PathLike, device: str | torch.device | None 
         raise ValueError("the tensorrt backend runs on an NVIDIA GPU; give --device cuda")
     props, serialized = read_engine_file(path)
     info = parse_metadata(path, props)
-    check_engine(path, props)
+    check_engine(path, props, cuda)
     trt = require("tensorrt", "tensorrt")
     with torch.cuda.device(cuda):
         engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(serialized)
         if engine is None:
             raise ValueError(f"{path}: TensorRT could not load the engine (its log above says why)")
         context = engine.create_execution_context()
+        stream = torch.cuda.Stream(cuda)
     names = raw_output_names(info.config)
     levels, max_batch = len(info.config.levels), int(json.loads(props[ENGINE_KEY])["max_batch"])
+    turn = threading.Lock()
 
     def run_chunk(x: torch.Tensor) -> list[torch.Tensor]:
         context.set_input_shape(INPUT_NAME, tuple(x.shape))
@@ -256,14 +264,22 @@ def tensorrt_backend(path: str | os.PathLike, device: str | torch.device | None 
         outputs = [torch.empty(tuple(context.get_tensor_shape(n)), dtype=torch.float32, device=cuda) for n in names]
         for name, out in zip(names, outputs):
             context.set_tensor_address(name, out.data_ptr())
-        if not context.execute_async_v3(torch.cuda.current_stream(cuda).cuda_stream):
+        if not context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError(f"{path}: TensorRT failed to run the engine (its log above says why)")
         return outputs
 
     def run(batch: torch.Tensor) -> Any:
-        x = batch.to(device=cuda, dtype=torch.float32).contiguous()
-        chunks = [run_chunk(x[i:i + max_batch]) for i in range(0, x.shape[0], max_batch)]
-        outputs = [torch.cat(parts) for parts in zip(*chunks)]
+        with torch.cuda.device(cuda), turn:
+            caller = torch.cuda.current_stream(cuda)
+            x = batch.to(device=cuda, dtype=torch.float32).contiguous()
+            stream.wait_stream(caller)
+            with torch.cuda.stream(stream):
+                chunks = [run_chunk(x[i:i + max_batch]) for i in range(0, x.shape[0], max_batch)]
+            caller.wait_stream(stream)
+            x.record_stream(stream)
+            for out in (o for chunk in chunks for o in chunk):
+                out.record_stream(caller)
+        outputs = chunks[0] if len(chunks) == 1 else [torch.cat(parts) for parts in zip(*chunks)]
         return outputs[:levels], outputs[levels:]
 
     return Backend(info.config, run, cuda, info.labels)
