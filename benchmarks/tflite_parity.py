@@ -1,7 +1,8 @@
 """TFLite files against PyTorch on real photos, at each model's own size: raw outputs and detections.
 
 For each ``--models`` variant: random weights whose scores spread as a trained model's do
-(:func:`efficientdet.benchmark.spread_random_weights`), or the ``--weights`` given (one file per
+(:func:`efficientdet.benchmark.spread_random_weights`, BN statistics measured on the photos
+compared, so that every layer's signal is of unit scale there), or the ``--weights`` given (one file per
 model, any format ``predict`` reads, e.g. an official checkpoint directory), BN folded, converted to a float32 TFLite
 file with raw outputs and to one with the detection signature (hard NMS inside, ``--max-detections``
 rounds); then, on the scikit-image photos (astronaut, chelsea, coffee, rocket), preprocessed as
@@ -29,6 +30,7 @@ from efficientdet.benchmark import machine_line, spread_random_weights
 from efficientdet.config import PostprocessConfig
 from efficientdet.export.tflite import convert_tflite
 from efficientdet.fuse import fuse_model
+from efficientdet.preprocess import preprocess
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
@@ -55,10 +57,9 @@ def main() -> int:
           "| max score diff | conversion s (raw, signature) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for i, name in enumerate(args.models):
-        if args.weights:
-            model = create_model(name, weights=args.weights[i]).eval()
-        else:
-            model = spread_random_weights(create_model(name).eval())
+        model = create_model(name, weights=args.weights[i] if args.weights else None).eval()
+        if not args.weights:
+            spread_random_weights(model, batch=preprocess(images, model.config.image_size, model.config.preprocess)[0])
         fused = fuse_model(model).eval()
         post = PostprocessConfig(method="hard", max_detections=args.max_detections)
         start = time.perf_counter()

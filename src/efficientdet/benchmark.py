@@ -139,14 +139,19 @@ def synthetic_image(height: int = 480, width: int = 640, seed: int = 0) -> torch
 
 
 @torch.no_grad()
-def spread_random_weights(model: EfficientDet, images: int = 4, seed: int = 0) -> EfficientDet:
+def spread_random_weights(model: EfficientDet, images: int = 4, seed: int = 0,
+                          batch: torch.Tensor | None = None) -> EfficientDet:
     """Give ``model`` random weights whose detection scores spread: its BN statistics measured on
-    :func:`synthetic_image` pictures (so every layer passes a unit-scale signal, which the fresh
-    statistics, mean 0 and variance 1, do not), then the two predictors scaled so the class logits
-    spread by ``CLASS_LOGIT_STD`` around the class prior and the box codes by ``BOX_CODE_STD``."""
+    ``batch`` (preprocessed; default ``images`` :func:`synthetic_image` pictures), so that every
+    layer passes a unit-scale signal on those inputs, which the fresh statistics (mean 0, variance
+    1) do not; then the two predictors scaled so the class logits spread by ``CLASS_LOGIT_STD``
+    around the class prior and the box codes by ``BOX_CODE_STD``. Other inputs than ``batch`` may
+    give much larger activations (D0's reach thousands on photos with synthetic statistics): a
+    numerical comparison should measure on the images it compares."""
     cfg = model.config
-    pictures = [synthetic_image(seed=seed + i) for i in range(images)]
-    batch, _ = preprocess(pictures, cfg.image_size, cfg.preprocess)
+    if batch is None:
+        pictures = [synthetic_image(seed=seed + i) for i in range(images)]
+        batch, _ = preprocess(pictures, cfg.image_size, cfg.preprocess)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]
     for m in norms:

@@ -79,3 +79,26 @@ def test_spread_random_weights_spread_the_scores():
     assert fresh.std() < 0.01
     assert 0.5 * CLASS_LOGIT_STD < spread.std() < 2 * CLASS_LOGIT_STD
     assert abs(float(spread.mean()) - float(fresh.mean())) < 0.5  # still centred on the prior
+
+
+def test_spread_random_weights_measured_on_given_images_keep_d0_small_there():
+    """With synthetic statistics D0's swish backbone reaches thousands on a photo (logits spread
+    ~1e4); statistics measured on the photos themselves give unit-scale layers and the intended
+    spread there, which numerical comparisons of exported files need."""
+    import torch
+    from skimage import data as photos
+
+    from efficientdet import create_model
+    from efficientdet.benchmark import BOX_CODE_STD, CLASS_LOGIT_STD, spread_random_weights
+    from efficientdet.preprocess import preprocess
+
+    model = create_model("efficientdet-d0", image_size=(128, 128)).eval()
+    images = [torch.from_numpy(getattr(photos, n)()).permute(2, 0, 1) for n in ("astronaut", "coffee")]
+    batch, _ = preprocess(images, model.config.image_size, model.config.preprocess)
+    spread_random_weights(model, batch=batch)
+    with torch.no_grad():
+        features = model.backbone(batch)
+        cls_out, box_out = model(batch)
+    assert max(float(f.abs().max()) for f in features) < 100
+    assert abs(float(torch.cat([c.flatten() for c in cls_out]).std()) - CLASS_LOGIT_STD) < 0.01
+    assert abs(float(torch.cat([b.flatten() for b in box_out]).std()) - BOX_CODE_STD) < 0.01
