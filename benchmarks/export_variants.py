@@ -2,13 +2,13 @@
 
 For each ``--models`` variant (default: the whole table, D0–D7x and Lite0–4) at ``--image-size``
 (default 128; 256 for D7x, whose P8 needs more; conversion time hardly depends on it), with random
-weights whose BN statistics are measured on the photo it is checked on (every layer passes a
+weights whose BN statistics are measured on the photos it is checked on (every layer passes a
 unit-scale signal there; the official initialisers' signal fades to 1e-5 by the heads, where any
 two computations agree), each ``--formats`` export runs through
 :func:`efficientdet.export.export_model` (BN folded) and its file is checked:
 
-* ONNX, OpenVINO, TorchScript, torch.export, TFLite: one preprocessed photo (scikit-image's
-  astronaut) through the file's runtime; the cell gives the largest absolute difference of the
+* ONNX, OpenVINO, TorchScript, torch.export, TFLite: the preprocessed photos (scikit-image's
+  astronaut, chelsea, coffee, rocket) through the file's runtime; the cell gives the largest absolute difference of the
   raw outputs from PyTorch's;
 * Core ML: its spec — image input at the model's size, output names and shapes as PyTorch's,
   our metadata — since running it needs macOS;
@@ -42,6 +42,8 @@ from efficientdet.fuse import fuse_model
 from efficientdet.inference.backends import litert_backend, onnx_backend, openvino_backend, tensorrt_backend
 from efficientdet.preprocess import preprocess
 
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
 
 def run_file(fmt: str, path: Path, batch: torch.Tensor) -> list[torch.Tensor]:
     """The raw outputs of the exported file at ``path`` on ``batch``, in the order PyTorch gives them."""
@@ -66,7 +68,7 @@ def check(fmt: str, path: Path, model, batch: torch.Tensor, want: list[torch.Ten
         problems = []
         if summary["inputs"] != {IMAGE_INPUT: ("imageType", [1, 3, h, w])}:
             problems.append(f"input {summary['inputs']}")
-        if summary["outputs"] != {n: list(t.shape) for n, t in zip(raw_output_names(model.config), want)}:
+        if summary["outputs"] != {n: [1, *t.shape[1:]] for n, t in zip(raw_output_names(model.config), want)}:
             problems.append("outputs differ")
         if parse_metadata(path, summary["metadata"]).config != model.config:
             problems.append("metadata config differs")
@@ -82,7 +84,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--json", help="also write every cell to this file")
     args = parser.parse_args()
-    image = torch.from_numpy(photos.astronaut()).permute(2, 0, 1)
+    images = [torch.from_numpy(getattr(photos, name)()).permute(2, 0, 1) for name in PHOTOS]
     cells = []
     print(f"| model | {' | '.join(args.formats)} |")
     print(f"|---|{'---|' * len(args.formats)}")
@@ -90,7 +92,7 @@ def main() -> int:
         torch.manual_seed(0)
         size = max(args.image_size, 2 ** get_config(name).max_level)
         model = create_model(name, image_size=size).eval()
-        batch, _ = preprocess([image], model.config.image_size, model.config.preprocess)
+        batch, _ = preprocess(images, model.config.image_size, model.config.preprocess)
         spread_random_weights(model, batch=batch)
         with torch.no_grad():
             cls_out, box_out = fuse_model(model).eval()(batch)
@@ -110,8 +112,8 @@ def main() -> int:
             row.append(text)
             cells.append({"model": name, "format": fmt, "result": text})
         print(f"| {name} ({size}) | {' | '.join(row)} |", flush=True)
-    print(f"\n{machine_line()}; random weights with BN statistics measured on scikit-image's astronaut, the "
-          f"photo checked; cells: max |exported - PyTorch| over the raw outputs (export seconds)")
+    print(f"\n{machine_line()}; random weights with BN statistics measured on the photos checked "
+          f"({', '.join(PHOTOS)}); cells: max |exported - PyTorch| over the raw outputs (export seconds)")
     if args.json:
         Path(args.json).write_text(json.dumps(cells, indent=2) + "\n")
     return 0
