@@ -14,7 +14,9 @@ two computations agree), each ``--formats`` export runs through
   our metadata — since running it needs macOS;
 * TensorRT: built and compared the same way on an NVIDIA GPU; without one, the one-line refusal.
 
-A refusal or a failure fills its cell with the first clause of the error. Prints a markdown table
+A refusal or a failure fills its cell with the first clause of the error. The first column is
+what folding BatchNorm changes in PyTorch itself (unfused against fused model, same photos): the
+scale of float32 rounding on these weights, against which the formats' differences read. Prints a markdown table
 (and the seconds each export took) with the machine line.
 
     python benchmarks/export_variants.py [--models efficientdet-d0 ...] [--formats onnx tflite ...]
@@ -86,8 +88,8 @@ def main() -> int:
     args = parser.parse_args()
     images = [torch.from_numpy(getattr(photos, name)()).permute(2, 0, 1) for name in PHOTOS]
     cells = []
-    print(f"| model | {' | '.join(args.formats)} |")
-    print(f"|---|{'---|' * len(args.formats)}")
+    print(f"| model | BN folding | {' | '.join(args.formats)} |")
+    print(f"|---|---|{'---|' * len(args.formats)}")
     for name in args.models:
         torch.manual_seed(0)
         size = max(args.image_size, 2 ** get_config(name).max_level)
@@ -96,7 +98,9 @@ def main() -> int:
         spread_random_weights(model, batch=batch)
         with torch.no_grad():
             cls_out, box_out = fuse_model(model).eval()(batch)
+            unfused = [t for level in model(batch) for t in level]
         want = [*cls_out, *box_out]
+        folding = f"{max(float((u - w).abs().max()) for u, w in zip(unfused, want)):.0e}"
         row = []
         for fmt in args.formats:
             with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +115,7 @@ def main() -> int:
                     text = f"{type(e).__name__}: {lines[0].split(';')[0] if lines else ''}"
             row.append(text)
             cells.append({"model": name, "format": fmt, "result": text})
-        print(f"| {name} ({size}) | {' | '.join(row)} |", flush=True)
+        print(f"| {name} ({size}) | {folding} | {' | '.join(row)} |", flush=True)
     print(f"\n{machine_line()}; random weights with BN statistics measured on the photos checked "
           f"({', '.join(PHOTOS)}); cells: max |exported - PyTorch| over the raw outputs (export seconds)")
     if args.json:
