@@ -1,6 +1,7 @@
 """TensorRT engines against CUDA eager (ours and effdet's) on one NVIDIA GPU: parity and latency.
 
-For each ``--models`` variant, random weights whose scores spread as a trained model's do
+For each ``--models`` variant, random weights whose scores spread as a trained model's do, their
+BN statistics measured on the scikit-image photos parity is checked on
 (:func:`efficientdet.benchmark.spread_random_weights`; or ``--weights``), the same in effdet's
 model. Contenders, each timed as network + decoding + NMS on a preprocessed batch (hard NMS, all
 anchors; effdet: ``DetBenchPredict``, its top-5000 and batched NMS), calls interleaved A, B, C, …
@@ -9,11 +10,12 @@ with a CUDA synchronise after each:
 * ``effdet``: effdet's model in eager float32;
 * ``eager`` / ``eager-fp16``: ours, BN folded, channels-last, float32 / float16;
 * ``tensorrt`` / ``tensorrt-fp16`` / ``tensorrt-int8``: engines built by ``efficientdet export
-  --format tensorrt`` (int8 calibrated on synthetic pictures: they set the scales, not the time).
+  --format tensorrt`` for each batch size (``--max-batch``: tuned for it); int8 calibrated on the
+  photos.
 
-Parity is each contender's raw outputs on the scikit-image photos against ours in eager float32:
-the largest absolute difference and the RMS error over the outputs' spread. The paper's V100
-figure for D0 (10.2 ms, batch 1, end to end) is printed beside for reference; it is not ours.
+Parity is each contender's raw outputs on the photos against ours in eager float32 (TF32 off, as
+in the float32 engine): the largest absolute difference and the RMS error over the outputs'
+spread. The paper's V100 latency for D0 (:data:`PAPER_V100_MS`) is printed beside for reference.
 
     python benchmarks/bench_tensorrt.py [--models efficientdet-d0] [--batch-sizes 1 8] [--rounds 100] [--json FILE]
 """
@@ -32,9 +34,10 @@ import torch
 from skimage import data as photos
 
 from efficientdet import Detector, create_model
-from efficientdet.benchmark import spread_random_weights, synthetic_calibration, synthetic_image
-from efficientdet.export import export_model
+from efficientdet.benchmark import spread_random_weights, synthetic_image
+from efficientdet.export import Calibration, export_model
 from efficientdet.fuse import fuse_model
+from efficientdet.preprocess import preprocess
 
 from bench_inference import PAIRS, effdet_bench, interleave
 
@@ -65,28 +68,33 @@ def main() -> int:
     if args.weights and len(args.weights) != len(args.models):
         parser.error(f"--weights names {len(args.weights)} files for {len(args.models)} models")
     device = torch.device("cuda")
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     import tensorrt
 
     rows = []
     images = [torch.from_numpy(getattr(photos, name)()).permute(2, 0, 1) for name in PHOTOS]
     for i, name in enumerate(args.models):
-        model = (create_model(name, weights=args.weights[i]) if args.weights
-                 else spread_random_weights(create_model(name))).eval()
+        model = create_model(name, weights=args.weights[i] if args.weights else None).eval()
+        photo_batch, _ = preprocess(images, model.config.image_size, model.config.preprocess)
+        if not args.weights:
+            spread_random_weights(model, batch=photo_batch)
+        calibration = Calibration(list(photo_batch), f"the photos ({', '.join(PHOTOS)})")
         post = dataclasses.replace(model.config.postprocess, method="hard")
         bench = effdet_bench(model, PAIRS[name]).to(device)
-        detectors = {"eager": Detector.from_model(model, "eager", device, "float32", post),
-                     "eager-fp16": Detector.from_model(model, "eager", device, "float16", post)}
+        eager = {"eager": Detector.from_model(model, "eager", device, "float32", post),
+                 "eager-fp16": Detector.from_model(model, "eager", device, "float16", post)}
+        photo_batch = photo_batch.to(device)
+        with torch.no_grad():
+            want = fuse_model(model).to(device).eval()(photo_batch)
         with tempfile.TemporaryDirectory() as tmp:
-            for label, precision in ENGINES.items():
-                path = export_model(model, Path(tmp) / f"{label}.engine", "tensorrt", fp16=precision == "float16",
-                                    calibration=synthetic_calibration(model.config) if precision == "int8" else None,
-                                    max_batch=max(args.batch_sizes))
-                detectors[label] = Detector.from_tensorrt(path, device, post)
-            photo_batch, _ = detectors["eager"].preprocess(images)
-            with torch.no_grad():
-                want = fuse_model(model).to(device).eval()(photo_batch)
-            errors = {label: parity(d.network(photo_batch), want) for label, d in detectors.items()}
             for batch_size in args.batch_sizes:
+                detectors = dict(eager)
+                for label, precision in ENGINES.items():
+                    path = export_model(model, Path(tmp) / f"{label}-{batch_size}.engine", "tensorrt",
+                                        fp16=precision == "float16", max_batch=batch_size,
+                                        calibration=calibration if precision == "int8" else None)
+                    detectors[label] = Detector.from_tensorrt(path, device, post)
+                errors = {label: parity(d.network(photo_batch), want) for label, d in detectors.items()}
                 batch, scales = detectors["eager"].preprocess([synthetic_image(480, 640, seed=s)
                                                                for s in range(batch_size)])
                 calls = {"effdet": lambda: bench(batch)}

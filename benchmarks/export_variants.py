@@ -3,8 +3,8 @@
 For each ``--models`` variant (default: the whole table, D0–D7x and Lite0–4) at ``--image-size``
 (default 128; 256 for D7x, whose P8 needs more; conversion time hardly depends on it), with random
 weights whose BN statistics are measured on the photos it is checked on (every layer passes a
-unit-scale signal there; the official initialisers' signal fades to 1e-5 by the heads, where any
-two computations agree), each ``--formats`` export runs through
+unit-scale signal there; the official initialisers' signal all but vanishes by the heads, where
+any two computations agree), each ``--formats`` export runs through
 :func:`efficientdet.export.export_model` (BN folded) and its file is checked:
 
 * ONNX, OpenVINO, TorchScript, torch.export, TFLite: the preprocessed photos (scikit-image's

@@ -145,8 +145,8 @@ def spread_random_weights(model: EfficientDet, images: int = 4, seed: int = 0,
     ``batch`` (preprocessed; default ``images`` :func:`synthetic_image` pictures), so that every
     layer passes a unit-scale signal on those inputs, which the fresh statistics (mean 0, variance
     1) do not; then the two predictors scaled so the class logits spread by ``CLASS_LOGIT_STD``
-    around the class prior and the box codes by ``BOX_CODE_STD``. Other inputs than ``batch`` may
-    give much larger activations (D0's reach thousands on photos with synthetic statistics): a
+    around the class prior and the box codes by ``BOX_CODE_STD``. Inputs unlike ``batch`` may
+    give much larger activations (D0's swish backbone on photos, with synthetic statistics): a
     numerical comparison should measure on the images it compares."""
     cfg = model.config
     if batch is None:
@@ -205,6 +205,8 @@ def build_predictor(model: EfficientDet, backend: str, device: torch.device, pre
     """A predictor for ``backend``. ONNX Runtime, OpenVINO, LiteRT and TensorRT get the model
     exported (raw outputs) into ``workdir``, in float32 or int8 (calibrated on ``calibration``,
     default :func:`synthetic_calibration`), and TensorRT in float16 too."""
+    if backend == "tensorrt" and device.type != "cuda":
+        raise ValueError("the tensorrt backend runs on an NVIDIA GPU; give --device cuda")
     if backend not in FILE_BACKENDS.values():
         if precision == "int8":
             raise ValueError("int8 runs on the exported backends: --backend onnxruntime, openvino, litert or tensorrt")

@@ -8,7 +8,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from efficientdet import create_model
 from efficientdet.cli import main
+from efficientdet.data import load_dataset_yaml, load_split, read_image
+from efficientdet.preprocess import preprocess
 
 MODEL_ARGS = ["--model", "efficientdet-lite0", "--image-size", "128"]
 
@@ -46,3 +51,10 @@ def assert_same_detections(a: list[dict], b: list[dict], score_tol: float = 1e-4
         assert (r["image_id"], r["category_id"]) == (s["image_id"], s["category_id"])
         assert abs(r["score"] - s["score"]) <= score_tol
         assert max(abs(u - v) for u, v in zip(r["bbox"], s["bbox"])) <= box_tol
+
+
+def val_batch(exported) -> torch.Tensor:
+    """The shared dataset's validation images, preprocessed for the shared 128-px Lite0."""
+    config = create_model("efficientdet-lite0", num_classes=4, image_size=128).config
+    images = [read_image(s.image_path) for s in load_split(load_dataset_yaml(exported.data), "val").samples]
+    return preprocess(images, config.image_size, config.preprocess)[0]

@@ -6,17 +6,9 @@ import pytest
 import torch
 
 from efficientdet import Detector, create_model
-from efficientdet.data import load_dataset_yaml, load_split, read_image
 from efficientdet.export.quantize import float_nodes
-from efficientdet.preprocess import preprocess
 
-from export_builders import MODEL_ARGS, cli
-
-
-def val_batch(exported) -> torch.Tensor:
-    config = create_model("efficientdet-lite0", num_classes=4, image_size=128).config
-    images = [read_image(s.image_path) for s in load_split(load_dataset_yaml(exported.data), "val").samples]
-    return preprocess(images, config.image_size, config.preprocess)[0]
+from export_builders import MODEL_ARGS, cli, val_batch
 
 
 def run(path, batch):

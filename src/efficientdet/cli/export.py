@@ -17,7 +17,8 @@ Tasks' ``ObjectDetector``): NHWC image in, decoding and hard NMS inside, boxes /
 count out, the label map and normalisation in its TFLite metadata. ``--format coreml`` writes an
 ``.mlpackage`` (image input, raw outputs; ``--fp16``) that runs on macOS and iOS. ``--format
 tensorrt`` builds a TensorRT engine on this machine's NVIDIA GPU (float32, ``--fp16`` or
-``--int8``; batches up to ``--max-batch``); it runs with ``--backend tensorrt`` on that GPU model.
+``--int8``; batches up to ``--max-batch``); it runs with ``--backend tensorrt`` on GPUs of that
+architecture, with that TensorRT version.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.detection_signature:
         what = "the TFLite detection signature (boxes, classes, scores, count; hard NMS inside; MediaPipe metadata)"
     if args.fp16:
-        what += ", float16 weights"
+        what += ", computing in float16" if args.format == "tensorrt" else ", float16 weights"
     if calibration is not None:
         what += (f", int8 calibrated on {len(calibration.images)} images of {args.calibration} "
                  f"({method}; {len(calibration.skipped)} unreadable skipped)")
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..export.quantize import DEFAULT_IMAGES, DEFAULT_KEEP_FLOAT, FLOAT_RULES, METHODS
+    from ..export.tensorrt import DEFAULT_MAX_BATCH
 
     p = subcommand(sub, "export", "export to ONNX / OpenVINO / TorchScript / torch.export / TFLite / Core ML / "
                    "TensorRT (BN folded)", __doc__)
@@ -114,9 +116,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="TFLite only: NHWC image in; decoding + hard NMS inside; boxes, classes, scores, count out")
     p.add_argument("--int8", action="store_true",
                    help="ONNX / OpenVINO / TFLite / TensorRT: int8 post-training static quantisation")
-    p.add_argument("--fp16", action="store_true", help="TFLite / Core ML / TensorRT: float16 weights")
+    p.add_argument("--fp16", action="store_true",
+                   help="TFLite / Core ML: float16 weights; TensorRT: the network computes in float16")
     p.add_argument("--max-batch", type=int, metavar="N",
-                   help="TensorRT: the largest batch the engine takes, and the one it is tuned for (default 8)")
+                   help=f"TensorRT: the largest batch the engine takes, and the one it is tuned for "
+                        f"(default {DEFAULT_MAX_BATCH})")
     p.add_argument("--calibration", metavar="DATA.yaml|FOLDER",
                    help="with --int8: a dataset YAML (its train split) or a folder of images")
     p.add_argument("--calibration-images", type=int, metavar="N",

@@ -91,12 +91,13 @@ def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms:
 
     ``nms`` (ONNX only) puts decoding and hard NMS with ``postprocess_config``'s IoU threshold,
     score threshold and ``max_detections`` into the graph; its ``method`` must be ``"hard"``.
-    ``calibration`` (ONNX, OpenVINO; :func:`~.quantize.load_calibration`) makes the file int8,
+    ``calibration`` (:data:`INT8_FORMATS`; :func:`~.quantize.load_calibration`) makes the file int8,
     ``keep_float`` naming the rules of :data:`~.quantize.FLOAT_RULES` whose layers stay in float
     (default :data:`~.quantize.DEFAULT_KEEP_FLOAT`; :data:`KEEP_FLOAT_FORMATS` only). ``fp16``
-    (TFLite, Core ML, TensorRT) stores float16 weights; ``detection_signature`` (TFLite) puts
-    decoding and hard NMS inside with the four outputs of the TFLite detection convention
-    (:mod:`.tflite`). ``max_batch`` (TensorRT) is the largest batch the engine takes.
+    stores float16 weights (TFLite, Core ML) or makes the whole network float16 (TensorRT);
+    ``detection_signature`` (TFLite) puts decoding and hard NMS inside with the four outputs of
+    the TFLite detection convention (:mod:`.tflite`). ``max_batch`` (TensorRT) is the largest
+    batch the engine takes.
     """
     check_options(fmt, nms, calibration is not None, fp16, detection_signature)
     if keep_float is not None and fmt not in KEEP_FLOAT_FORMATS:
@@ -119,7 +120,7 @@ def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms:
         precision = "int8" if calibration is not None else "float16" if fp16 else "float32"
         return export_tensorrt(fused, path, precision=precision, calibration=calibration,
                                keep_float=None if keep_float is None else tuple(keep_float),
-                               max_batch=max_batch or DEFAULT_MAX_BATCH)
+                               max_batch=DEFAULT_MAX_BATCH if max_batch is None else max_batch)
     if fmt == "coreml":
         from .coreml import export_coreml
 

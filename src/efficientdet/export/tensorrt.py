@@ -125,17 +125,20 @@ def frame_engine(engine: bytes, props: dict[str, str]) -> bytes:
     return MAGIC + struct.pack("<I", len(header)) + header + engine
 
 
-def read_engine_file(path: str | os.PathLike) -> tuple[dict[str, str], bytes]:
-    """A framed engine file → (our string map, the serialised engine)."""
-    data = Path(path).read_bytes()
+def read_engine_file(path: str | os.PathLike, header_only: bool = False) -> tuple[dict[str, str], bytes]:
+    """A framed engine file → (our string map, the serialised engine). ``header_only`` reads the
+    map and a byte of the engine (metadata readers: an engine may be hundreds of MB)."""
     start = len(MAGIC) + 4
-    if not data.startswith(MAGIC):
-        raise ValueError(f"{path}: not an engine written by efficientdet export (no {MAGIC[:-1].decode()} header); "
-                         f"re-export it: efficientdet export --format tensorrt --model M --weights W --out "
-                         f"{Path(path).name}")
-    length = struct.unpack_from("<I", data, len(MAGIC))[0] if len(data) >= start else 0
+    with open(path, "rb") as f:
+        data = f.read(start)
+        if not data.startswith(MAGIC):
+            raise ValueError(f"{path}: not an engine written by efficientdet export (no {MAGIC[:-1].decode()} "
+                             f"header); re-export it: efficientdet export --format tensorrt --model M --weights W "
+                             f"--out {Path(path).name}")
+        length = struct.unpack_from("<I", data, len(MAGIC))[0] if len(data) == start else 0
+        data += f.read(length + 1 if header_only else -1)
     if len(data) <= start + length:
-        raise ValueError(f"{path}: truncated engine file ({len(data)} bytes; no engine after the header)")
+        raise ValueError(f"{path}: truncated engine file (no engine after the header)")
     try:
         props = json.loads(data[start:start + length])
     except ValueError as e:
@@ -146,7 +149,7 @@ def read_engine_file(path: str | os.PathLike) -> tuple[dict[str, str], bytes]:
 
 
 def read_tensorrt_properties(path: str | os.PathLike) -> dict[str, str]:
-    return read_engine_file(path)[0]
+    return read_engine_file(path, header_only=True)[0]
 
 
 def check_engine(path: str | os.PathLike, props: dict[str, str], device: torch.device) -> None:

@@ -229,7 +229,7 @@ def tensorrt_backend(path: str | os.PathLike, device: str | torch.device | None 
     postprocessed. ``threads`` is accepted for the common signature: the GPU does the work.
 
     One execution context serves every call, so calls from several threads (``serve --workers``)
-    take turns; each runs on a stream of its own, as TensorRT asks (the default stream adds a
+    take turns, on the backend's own stream, as TensorRT asks (the default stream adds a
     device-wide synchronisation), ordered after and before the caller's stream.
     """
     from ..export.metadata import artifact_format, parse_metadata

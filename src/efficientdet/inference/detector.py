@@ -117,7 +117,7 @@ class Detector:
     def from_tensorrt(cls, path: str | os.PathLike, device: str | torch.device | None = None,
                       postprocess_config: PostprocessConfig | None = None, **labels: Any) -> "Detector":
         """A TensorRT engine from :func:`efficientdet.export.export_model` on ``device`` (default: the
-        current CUDA device), which must be the GPU model it was built for; outputs are
+        current CUDA device), which must be of the GPU architecture it was built for; outputs are
         postprocessed there. Otherwise as :meth:`from_onnx`."""
         return cls._from_file(path, tensorrt_backend(path, device), postprocess_config, labels)
 
