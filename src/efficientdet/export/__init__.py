@@ -108,16 +108,15 @@ def export_model(model: EfficientDet, path: str | os.PathLike, fmt: str, *, nms:
                          if fmt not in BATCH_ONE_FORMATS else f"--format {fmt} files hold batch 1")
     require_runtimes(fmt, calibration is not None, detection_signature)
     fused = fuse_model(model).cpu().float()
+    precision = "int8" if calibration is not None else "float16" if fp16 else "float32"
     if fmt == "tflite":
         from .tflite import export_tflite
 
-        precision = "int8" if calibration is not None else "float16" if fp16 else "float32"
         return export_tflite(fused, path, precision=precision, calibration=calibration,
                              detection_signature=detection_signature, postprocess_config=postprocess_config)
     if fmt == "tensorrt":
         from .tensorrt import DEFAULT_MAX_BATCH, export_tensorrt
 
-        precision = "int8" if calibration is not None else "float16" if fp16 else "float32"
         return export_tensorrt(fused, path, precision=precision, calibration=calibration,
                                keep_float=None if keep_float is None else tuple(keep_float),
                                max_batch=DEFAULT_MAX_BATCH if max_batch is None else max_batch)

@@ -4,7 +4,8 @@ One map of strings: the model config (variant, image size, classes, normalisatio
 space of its weights, the NMS inside the graph (ONNX ``--nms``, TFLite ``--detection-signature``)
 and, for an int8 file, how it was quantised and calibrated. ONNX stores it as ``metadata_props``;
 an OpenVINO IR in its ``rt_info`` (:mod:`.openvino`); a TFLite file in its ``metadata`` table
-(:mod:`.tflite`); a TensorRT engine in a header before it (:mod:`.tensorrt`). Readers get it back as an :class:`ArtifactInfo`.
+(:mod:`.tflite`); a TensorRT engine in a header before it (:mod:`.tensorrt`). Readers get it
+back as an :class:`ArtifactInfo`.
 """
 
 from __future__ import annotations

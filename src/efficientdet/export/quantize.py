@@ -243,11 +243,11 @@ def quantize_onnx(proto: Any, calibration: Calibration, keep_float: Sequence[str
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
                 if for_tensorrt else None)
         quantized = onnx.load(str(target))
-    if for_tensorrt:
-        scheme = "QDQ, symmetric; int8 weights per channel, int8 activations per tensor"
-        return quantized, quantization_record("tensorrt", scheme, calibration, method, kept)
-    scheme = "QDQ; int8 weights per channel on 7 bits (reduce_range), uint8 activations per tensor"
-    return quantized, quantization_record("onnxruntime", scheme, calibration, method, kept)
+    runtime, scheme = (("tensorrt", "QDQ, symmetric; int8 weights per channel, int8 activations per tensor")
+                       if for_tensorrt else
+                       ("onnxruntime", "QDQ; int8 weights per channel on 7 bits (reduce_range), uint8 activations "
+                                       "per tensor"))
+    return quantized, quantization_record(runtime, scheme, calibration, method, kept)
 
 
 def quantize_openvino(model: Any, proto: Any, calibration: Calibration,

@@ -94,12 +94,17 @@ def build_engine(onnx_bytes: bytes, image_size: tuple[int, int], max_batch: int 
     return bytes(engine)
 
 
+def runtime_here(device: torch.device) -> dict[str, str]:
+    """What an engine is tied to: the TensorRT version and ``device``'s GPU architecture."""
+    trt = require("tensorrt", "tensorrt")
+    major, minor = torch.cuda.get_device_capability(device)
+    return {"tensorrt": trt.__version__, "compute_capability": f"{major}.{minor}"}
+
+
 def engine_record(max_batch: int) -> dict[str, Any]:
     """What the engine was built with: it runs only there (same TensorRT, same GPU architecture)."""
-    trt = require("tensorrt", "tensorrt")
-    major, minor = torch.cuda.get_device_capability()
-    return {"tensorrt": trt.__version__, "gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
-            "max_batch": max_batch}
+    device = torch.device("cuda", torch.cuda.current_device())
+    return {**runtime_here(device), "gpu": torch.cuda.get_device_name(device), "max_batch": max_batch}
 
 
 def export_tensorrt(model: EfficientDet, path: str | os.PathLike, *, precision: str = "float32",
@@ -155,11 +160,8 @@ def read_tensorrt_properties(path: str | os.PathLike) -> dict[str, str]:
 def check_engine(path: str | os.PathLike, props: dict[str, str], device: torch.device) -> None:
     """Refuse, in one line, an engine built with another TensorRT or for another GPU architecture
     than ``device``'s (TensorRT's own message for it is a long log)."""
-    trt = require("tensorrt", "tensorrt")
     built = json.loads(props.get(ENGINE_KEY, "{}"))
-    major, minor = torch.cuda.get_device_capability(device)
-    here = {"tensorrt": trt.__version__, "compute_capability": f"{major}.{minor}"}
-    for key, value in here.items():
+    for key, value in runtime_here(device).items():
         if built.get(key) != value:
             raise ValueError(f"{path}: engine built with {key} {built.get(key)}, this machine has {value}; "
                              f"an engine runs only where it was built: export it again here")
