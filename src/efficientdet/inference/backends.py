@@ -149,64 +149,21 @@ def onnx_backend(path: str | os.PathLike, device: str | torch.device | None = No
 
 
 def openvino_model(path: str | os.PathLike, threads: int | None = None) -> Any:
-    """A compiled OpenVINO model of ``path`` on the CPU (:func:`compile_openvino`)."""
+    """A compiled OpenVINO model on the CPU, with ``threads`` inference threads (default: torch's)
+    and float32 arithmetic: OpenVINO would otherwise pick bfloat16 on CPUs that have it."""
     from ..export.openvino import read_openvino_model
 
-    return compile_openvino(read_openvino_model(path), threads)
-
-
-def compile_openvino(model: Any, threads: int | None = None) -> Any:
-    """``openvino.Model`` compiled for the CPU, with ``threads`` inference threads (default: torch's)
-    and float32 arithmetic: OpenVINO would otherwise pick bfloat16 on CPUs that have it."""
     ov = require("openvino", "openvino")
     config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_PRECISION_HINT": "f32"}
-    return ov.Core().compile_model(model, "CPU", config)
-
-
-def channels_last_outputs(model: Any) -> set[str]:
-    """Edit ``model`` in place so that each output made by a 1×1 convolution (the head's
-    predictors, with a bias or not) comes channels-last, ``[B, H, W, C]``: the convolution as a
-    MatMul over its input transposed. Why: OpenVINO's CPU plugin runs the head channels-last and
-    then reorders each output to ``[B, C, H, W]``, a strided copy of every class logit (810
-    channels a pixel for D0); the transpose moves the 64-channel input instead. The values are
-    those of the convolution, to the bit (a test pins it). Returns the names of the outputs
-    changed; those of another form are left as they are."""
-    import numpy as np
-
-    changed = set()
-    ops = require("openvino.opset13", "openvino")
-    for result in model.get_results():
-        head = result.input_value(0).get_node()
-        bias = None
-        if head.get_type_name() == "Add" and head.input_value(1).get_node().get_type_name() == "Constant":
-            bias, head = head.input_value(1).get_node().get_data(), head.input_value(0).get_node()
-        if head.get_type_name() != "Convolution" or head.input_value(1).get_node().get_type_name() != "Constant":
-            continue
-        weight = head.input_value(1).get_node().get_data()
-        attrs = head.get_attributes()
-        if weight.shape[2:] != (1, 1) or any(v != 1 for v in attrs["strides"] + attrs["dilations"]) or any(
-                attrs["pads_begin"] + attrs["pads_end"]) or (bias is not None and bias.size != weight.shape[0]):
-            continue
-        transposed = ops.transpose(head.input_value(0), ops.constant(np.array([0, 2, 3, 1], np.int64)))
-        out = ops.matmul(transposed, ops.constant(np.ascontiguousarray(weight[:, :, 0, 0].T)), False, False)
-        if bias is not None:
-            out = ops.add(out, ops.constant(bias.reshape(-1)))
-        names = result.input_value(0).get_names()
-        result.input(0).replace_source_output(out.output(0))
-        out.output(0).set_names(names)
-        changed |= names
-    model.validate_nodes_and_infer_types()
-    return changed
+    return ov.Core().compile_model(read_openvino_model(path), "CPU", config)
 
 
 def openvino_backend(path: str | os.PathLike, device: str | torch.device | None = None,
                      threads: int | None = None) -> Backend:
     """An IR (or ONNX file) from :func:`efficientdet.export.export_model` through OpenVINO on the
-    CPU, any batch size; outputs as :func:`onnx_backend` gives them (those computed channels-last,
-    :func:`channels_last_outputs`, as channels-last views: the same values and shapes)."""
+    CPU, any batch size; outputs as :func:`onnx_backend` gives them."""
     from ..export import DETECTION_OUTPUTS, artifact_format, raw_output_names, read_metadata
-    from ..export.openvino import read_openvino_model
 
     if resolve_device(device or "cpu").type != "cpu":
         raise ValueError("the openvino backend runs on the CPU; drop --device or give --device cpu")
@@ -214,16 +171,12 @@ def openvino_backend(path: str | os.PathLike, device: str | torch.device | None 
     if fmt not in ("openvino", "onnx"):
         raise ValueError(f"{path}: OpenVINO runs .xml and .onnx files; run this one with --backend {FILE_BACKENDS[fmt]}")
     info = read_metadata(path)
-    model = read_openvino_model(path)
-    names = DETECTION_OUTPUTS if info.graph_nms else raw_output_names(info.config)
-    changed = set() if info.graph_nms else channels_last_outputs(model)
-    nhwc = [name in changed for name in names]
-    compiled = compile_openvino(model, threads)
-    outputs = [compiled.output(name) for name in names]
+    compiled = openvino_model(path, threads)
+    outputs = [compiled.output(name) for name in (DETECTION_OUTPUTS if info.graph_nms else raw_output_names(info.config))]
 
     def run(batch: torch.Tensor) -> Any:
         result = compiled(batch.float().cpu().numpy())
-        return _outputs(info, [result[o].transpose(0, 3, 1, 2) if last else result[o] for o, last in zip(outputs, nhwc)])
+        return _outputs(info, [result[o] for o in outputs])
 
     return Backend(info.config, run, torch.device("cpu"), info.labels, info.graph_nms)
 
