@@ -21,6 +21,12 @@ a sweep stopped half-way goes on where it was.
     python benchmarks/sweep_recipes.py --arms finetune official effdet --scenes thin --seeds 0,1,2
         [--epochs 12] [--train-images 240] [--val-images 60] [--image-size 256] [--batch-size 8]
         [--threads 2] [--workers 2] [--baselines official,effdet] [--json FILE]
+        [--model efficientdet-d0 --scratch] [--device cuda]
+
+``--model`` trains another variant for the recipe arms (the ``effdet`` arm is Lite0 only); Lite0–2
+start from their packaged ImageNet backbones, any other from scratch (``--scratch``: no other
+ImageNet backbone ships offline). ``--device cuda`` trains there, with AMP (``TrainConfig.amp``'s
+CUDA default), so its AP is not that of a CPU run of the same seed.
 """
 
 from __future__ import annotations
@@ -61,7 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baselines", type=lambda v: v.split(","), default=[],
                    help="arms whose mean AP50 the others are divided by")
     p.add_argument("--json", type=Path, help="runs are appended here; those already there are skipped")
+    p.add_argument("--model", default=OURS, help="the variant the recipe arms train")
+    p.add_argument("--scratch", action="store_true", help="no ImageNet backbone: needed for variants other than Lite0-2")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (AMP there)")
     args = p.parse_args(argv)
+    if EFFDET in [a.split(":")[0] for a in args.arms] and (args.model != OURS or args.device != "cpu"):
+        p.error(f"--arms {EFFDET}: trains {OURS} on the cpu only (--model {args.model}, --device {args.device})")
     for scene in args.scenes:
         if scene not in SCENES:
             p.error(f"--scenes: unknown scene {scene!r}; scenes: {', '.join(SCENES)}")
@@ -93,9 +104,10 @@ def run_arm(arm: str, scene: str, seed: int, args: argparse.Namespace) -> dict:
         tmp = Path(tmp)
         data = make_shapes_dataset(tmp / "data", num_train=args.train_images, num_val=args.val_images,
                                    image_size=args.image_size, seed=seed, scene=scene)
-        base = TrainConfig(model=OURS, data=str(data), out=str(tmp / "run"), epochs=args.epochs,
+        base = TrainConfig(model=args.model, data=str(data), out=str(tmp / "run"), epochs=args.epochs,
                            batch_size=args.batch_size, image_size=args.image_size, workers=args.workers,
-                           seed=seed, eval_every=args.epochs, device="cpu")
+                           seed=seed, eval_every=args.epochs, device=args.device,
+                           backbone_weights=None if args.scratch else "imagenet")
         cfg = arm_config(arm, base)
         start = time.perf_counter()
         if arm.split(":")[0] == EFFDET:
@@ -156,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
                 if args.json:
                     args.json.write_text(json.dumps({"command": command, "runs": runs}, indent=2))
     mine = [r for r in runs if r["arm"] in args.arms and r["scene"] in args.scenes and r["seed"] in args.seeds]
-    print(f"\n`{command}`\n\n{machine_line()}; Lite0 @ {args.image_size}, batch {args.batch_size}, "
+    device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    model = args.model.removeprefix("efficientdet-").capitalize() + (" (scratch)" if args.scratch else "")
+    print(f"\n`{command}`\n\n{machine_line()}; trained on {device}; {model} @ {args.image_size}, batch {args.batch_size}, "
           f"{args.epochs} epochs, {args.train_images} train / {args.val_images} val images, seeds "
           f"{','.join(map(str, args.seeds))}; AP50 and AP of the final EMA weights, mean ± sd over seeds\n\n"
           f"{table(mine, args.arms, args.scenes, args.baselines)}")
