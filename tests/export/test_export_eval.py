@@ -38,3 +38,17 @@ def test_options_a_file_fixes_are_refused(exported, fmt, argv, message):
     code, _, err = cli("eval", "--data", exported.data, "--weights", exported.files[fmt, "float32"], *argv,
                        "--workers", "0")
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_an_empty_batch_after_a_full_one_gives_no_detections(exported, fmt):
+    """OpenVINO answers an empty batch with its previous call's outputs: no call is made for it."""
+    from efficientdet import Detector
+    from skimage import data
+
+    path = exported.files[fmt, "float32"]
+    detector = Detector.from_openvino(path) if fmt == "openvino" else Detector.from_onnx(path)
+    batch, scales = detector.preprocess([data.chelsea(), data.astronaut()])
+    assert all(len(r.scores) for r in detector.predict(batch, scales))
+    assert detector.predict(batch[:0], scales[:0]) == []
+    assert detector([]) == []

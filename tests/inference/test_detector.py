@@ -107,3 +107,11 @@ def test_model_backend_runs_the_live_model_under_autocast():
     with torch.no_grad():
         getattr(last, "pointwise", last).bias.sub_(30)  # every score below the 0.001 threshold
     assert len(detector(image)["scores"]) == 0 < len(before["scores"])
+
+
+def test_no_images_give_no_detections_without_running_the_network(detector):
+    assert detector([]) == []
+    batch, scales = detector.preprocess([data.chelsea()])
+    dets = detector.detect(batch[:0], scales[:0])
+    assert dets.boxes.shape == (0, 0, 4) and dets.num_valid.shape == (0,)
+    assert detector.predict(batch[:0], scales[:0], []) == []

@@ -141,6 +141,10 @@ class Detector:
     def detect(self, batch: torch.Tensor, image_scales: torch.Tensor | None = None) -> Detections:
         """Preprocessed ``[B, 3, H, W]`` → padded :class:`Detections` of class indices, in network
         pixels or, given ``image_scales``, original ones: the official numbers, not clipped to the image."""
+        if len(batch) == 0:  # no call: runtimes fail on an empty batch or (OpenVINO) repeat their last outputs
+            return Detections(batch.new_zeros(0, 0, 4), batch.new_zeros(0, 0),
+                              torch.zeros(0, 0, dtype=torch.long, device=batch.device),
+                              torch.zeros(0, dtype=torch.long, device=batch.device))
         if self.graph_nms:
             dets = self.network(batch)
             if image_scales is not None:
@@ -175,6 +179,8 @@ class Detector:
         ``scores [K]``, ``labels [K]`` (label ids), ``names`` (K strings); boxes lie within the image."""
         single = not isinstance(images, (list, tuple))
         tensors = [to_chw_tensor(i) for i in ([images] if single else images)]
+        if not tensors:
+            return []
         results = self.predict(*self.preprocess(tensors), [tuple(t.shape[1:]) for t in tensors])
         dicts = [r._asdict() for r in results]
         return dicts[0] if single else dicts
