@@ -109,9 +109,14 @@ def test_model_backend_runs_the_live_model_under_autocast():
     assert len(detector(image)["scores"]) == 0 < len(before["scores"])
 
 
-def test_no_images_give_no_detections_without_running_the_network(detector):
-    assert detector([]) == []
+def test_no_images_give_no_detections_without_running_the_network(detector, monkeypatch):
     batch, scales = detector.preprocess([data.chelsea()])
+
+    def no_call(batch):
+        raise AssertionError("the network ran on an empty batch")
+
+    monkeypatch.setattr(detector, "network", no_call)
+    assert detector([]) == []
     dets = detector.detect(batch[:0], scales[:0])
     assert dets.boxes.shape == (0, 0, 4) and dets.num_valid.shape == (0,)
     assert detector.predict(batch[:0], scales[:0], []) == []
