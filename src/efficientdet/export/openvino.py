@@ -9,6 +9,7 @@ both are written.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Sequence
@@ -25,12 +26,30 @@ from .onnx import onnx_graph
 RT_SECTION = "efficientdet"
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, its CPU plugin loaded, kept to the end.
+
+    Why one: each Core's CPU plugin installs a signal stack for the thread that loads it, and when
+    the plugin goes, munmaps it after putting back the stack it found. Two plugins that go in the
+    order they came leave that thread's signal stack pointing at unmapped memory, and the next
+    signal Python handles there (a child's SIGCHLD, a Ctrl-C) kills the process with SIGSEGV. Loaded
+    first and kept, this plugin outlives every other (NNCF's own Cores included), so each later one
+    goes before it and puts back a live stack.
+    """
+    ov = require("openvino", "openvino")
+    core = ov.Core()
+    core.get_property("CPU", "FULL_DEVICE_NAME")  # loads the plugin now, before any other Core's
+    return core
+
+
 def export_openvino(model: EfficientDet, path: str | os.PathLike, calibration: Any = None,
                     keep_float: Sequence[str] | None = None) -> Path:
     """Write ``model`` (BN folded) as an IR at ``path`` (``.xml``; the ``.bin`` beside it), with a
     dynamic batch size; with a :class:`~.quantize.Calibration`, int8 through NNCF."""
     ov = require("openvino", "openvino")
     onnx = require("onnx", "openvino")
+    openvino_core()  # before NNCF's Cores (see there)
     path = Path(path)
     proto = onnx_graph(model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +78,6 @@ def read_openvino_properties(path: str | os.PathLike) -> dict[str, str]:
 
 def read_openvino_model(path: str | os.PathLike) -> Any:
     """``openvino.Model`` of an IR or ONNX file, refusing an IR whose weights file is missing by name."""
-    ov = require("openvino", "openvino")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
@@ -68,6 +86,6 @@ def read_openvino_model(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: its weights file {weights.name} is missing (an OpenVINO IR is the .xml and "
                          f"the .bin beside it); copy both, or re-export")
     try:
-        return ov.Core().read_model(str(path))
+        return openvino_core().read_model(str(path))
     except RuntimeError as e:
         raise ValueError(f"{path}: OpenVINO cannot read it ({str(e).strip().splitlines()[-1]})") from None

@@ -151,12 +151,11 @@ def onnx_backend(path: str | os.PathLike, device: str | torch.device | None = No
 def openvino_model(path: str | os.PathLike, threads: int | None = None) -> Any:
     """A compiled OpenVINO model on the CPU, with ``threads`` inference threads (default: torch's)
     and float32 arithmetic: OpenVINO would otherwise pick bfloat16 on CPUs that have it."""
-    from ..export.openvino import read_openvino_model
+    from ..export.openvino import openvino_core, read_openvino_model
 
-    ov = require("openvino", "openvino")
     config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_PRECISION_HINT": "f32"}
-    return ov.Core().compile_model(read_openvino_model(path), "CPU", config)
+    return openvino_core().compile_model(read_openvino_model(path), "CPU", config)
 
 
 def openvino_backend(path: str | os.PathLike, device: str | torch.device | None = None,
