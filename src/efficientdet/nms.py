@@ -30,6 +30,7 @@ without a call's overhead per operation.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -107,11 +108,16 @@ class _State:
             shift = self.groups.astype(np.float32) * (np.abs(every).max(initial=0) * 2 + 1)
             self.planes = box_planes(every + shift[..., None])  # float32, as every other box's
             self.groups = None
-        self.keys = order_keys(self.bound, np.arange(self.total)[None], self.total)
         self.seen = np.zeros(self.bound.shape, np.int64)  # selections each bound has been decayed by
         self.picked = np.zeros((self.batch, config.max_detections), np.int64)
         self.picked_scores = np.zeros((self.batch, config.max_detections), np.float32)
         self.count = np.zeros(self.batch, np.int64)
+
+    @functools.cached_property
+    def keys(self) -> np.ndarray:
+        """Each box's bound as an :func:`order_keys` key ``[B, N]``: made when the windows first need
+        them (the compiled kernel keeps its own order and never does), then kept up to date."""
+        return order_keys(self.bound, np.arange(self.total)[None], self.total)
 
     def update(self, index: np.ndarray, scores: np.ndarray, keys: np.ndarray | None = None) -> None:
         """The boxes at ``index [B, K]`` have these current scores (as ``keys``) after ``count`` selections."""

@@ -65,10 +65,10 @@ def test_onnx_raw_outputs_within_1e4_on_photos_at_any_batch_size(lite0):
 
 def test_openvino_raw_outputs_within_1e4_on_photos_at_any_batch_size(lite0, tmp_path):
     """The IR keeps float32 weights (OpenVINO's save_model would halve them) and a dynamic batch;
-    --threads reaches the compiled model."""
+    --threads reaches the compiled model; the backend gives the IR's outputs, channels-last."""
     pytest.importorskip("openvino")
     from efficientdet.export import raw_output_names
-    from efficientdet.inference.backends import openvino_model
+    from efficientdet.inference.backends import openvino_backend, openvino_model
 
     weights, _ = lite0
     ir = tmp_path / "lite0.xml"
@@ -81,12 +81,17 @@ def test_openvino_raw_outputs_within_1e4_on_photos_at_any_batch_size(lite0, tmp_
         cls_out, box_out = model(batch)
     compiled = openvino_model(ir, threads=1)
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    network = openvino_backend(ir, threads=1).network
     for sl in (slice(0, 3), slice(1, 2)):
         outputs = compiled(batch[sl].numpy())
-        for name, ref in zip(raw_output_names(model.config), cls_out + box_out):
+        cls_got, box_got = network(batch[sl])
+        for name, ref, run in zip(raw_output_names(model.config), cls_out + box_out, cls_got + box_got):
             got = outputs[compiled.output(name)]
             assert got.shape == ref[sl].shape
             assert np.abs(got - ref[sl].numpy()).max() <= 1e-4
+            # The backend's head computed channels-last (no reorder): the IR's values, to the bit.
+            assert run.is_contiguous(memory_format=torch.channels_last) and not run.is_contiguous()
+            assert np.array_equal(run.numpy(), got)
 
 
 def _results(folder: Path) -> list[dict]:
