@@ -168,11 +168,15 @@ def compile_openvino(model: Any, threads: int | None = None) -> Any:
 def channels_last_outputs(model: Any) -> set[str]:
     """Edit ``model`` in place so that each output made by a 1×1 convolution (the head's
     predictors, with a bias or not) comes channels-last, ``[B, H, W, C]``: the convolution as a
-    MatMul over its input transposed. Why: OpenVINO's CPU plugin computes the head channels-last and then reorders each
-    output to ``[B, C, H, W]``, and for D0's ``cls_p3`` (810 × 64 × 64 floats) that reorder alone
-    costs about a tenth of the network; transposing the 64-channel input instead costs a twelfth
-    of that. The values are those of the convolution, to the bit (a test pins it). Returns the
-    names of the outputs changed; those of another form are left as they are."""
+    MatMul over its input transposed.
+
+    Why: OpenVINO's CPU plugin computes the head channels-last and then reorders each output to
+    ``[B, C, H, W]``, a strided copy of every class logit (D0's ``cls_p3`` is 810 × 64 × 64 floats)
+    that costs as much as the network's largest layers; transposing the 64-channel input instead
+    is a small fraction of it (README, "What makes inference fast"). The values are those of the
+    convolution, to the bit (a test pins it). Returns the names of the outputs changed; those of
+    another form are left as they are.
+    """
     import numpy as np
 
     changed = set()
