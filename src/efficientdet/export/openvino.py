@@ -49,7 +49,6 @@ def export_openvino(model: EfficientDet, path: str | os.PathLike, calibration: A
     dynamic batch size; with a :class:`~.quantize.Calibration`, int8 through NNCF."""
     ov = require("openvino", "openvino")
     onnx = require("onnx", "openvino")
-    openvino_core()  # before NNCF's Cores (see there)
     path = Path(path)
     proto = onnx_graph(model)
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,6 +58,7 @@ def export_openvino(model: EfficientDet, path: str | os.PathLike, calibration: A
     if calibration is not None:
         from .quantize import quantize_openvino
 
+        openvino_core()  # loaded before NNCF makes its own Cores: see openvino_core
         converted, quantization = quantize_openvino(converted, proto, calibration, keep_float)
     for key, value in artifact_metadata(ArtifactInfo(model.config, None, stored_labels(model), quantization)).items():
         converted.set_rt_info(value, [RT_SECTION, key.removeprefix(PREFIX)])
