@@ -223,12 +223,27 @@ def openvino_backend(path: str | os.PathLike, device: str | torch.device | None 
     names = DETECTION_OUTPUTS if info.graph_nms else raw_output_names(info.config)
     changed = set() if info.graph_nms else channels_last_outputs(model)
     nhwc = [name in changed for name in names]
-    compiled = compile_openvino(model, threads)
-    outputs = [compiled.output(name) for name in names]
+    # A batch of one runs a copy compiled for that shape: a dynamic batch costs OpenVINO shape work
+    # in every layer at each call, a tenth of D0's batch-1 time (README, "What makes inference
+    # fast"); larger batches, where it is a small share, run the dynamic model, compiled when first met.
+    compiled = {None: model}
+    if model.inputs[0].get_partial_shape()[0].is_dynamic:
+        single, shape = model.clone(), model.inputs[0].get_partial_shape()
+        shape[0] = 1
+        single.reshape({single.inputs[0]: shape})
+        compiled = {1: single}
+    compiled = {key: compile_openvino(m, threads) for key, m in compiled.items()}
+    lock = threading.Lock()
 
     def run(batch: torch.Tensor) -> Any:
-        result = compiled(batch.float().cpu().numpy())
-        return _outputs(info, [result[o].transpose(0, 3, 1, 2) if last else result[o] for o, last in zip(outputs, nhwc)])
+        key = 1 if len(batch) == 1 and 1 in compiled else None
+        with lock:
+            if key not in compiled:
+                compiled[key] = compile_openvino(model, threads)
+            network = compiled[key]
+        result = network(batch.float().cpu().numpy())
+        outputs = [result[network.output(name)] for name in names]
+        return _outputs(info, [out.transpose(0, 3, 1, 2) if last else out for out, last in zip(outputs, nhwc)])
 
     return Backend(info.config, run, torch.device("cpu"), info.labels, info.graph_nms)
 
