@@ -224,8 +224,8 @@ def openvino_backend(path: str | os.PathLike, device: str | torch.device | None 
     changed = set() if info.graph_nms else channels_last_outputs(model)
     nhwc = [name in changed for name in names]
     # A batch of one runs a copy compiled for that shape: a dynamic batch costs OpenVINO shape work
-    # in every layer at each call, a tenth of D0's batch-1 time (README, "What makes inference
-    # fast"); larger batches, where it is a small share, run the dynamic model, compiled when first met.
+    # in every layer at each call, which shows at batch 1 (README, "What makes inference fast");
+    # larger batches, where it is a small share, run the dynamic model, compiled when first met.
     compiled = {None: model}
     if model.inputs[0].get_partial_shape()[0].is_dynamic:
         single, shape = model.clone(), model.inputs[0].get_partial_shape()
