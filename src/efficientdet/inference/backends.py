@@ -155,14 +155,23 @@ def openvino_model(path: str | os.PathLike, threads: int | None = None) -> Any:
     return compile_openvino(read_openvino_model(path), threads)
 
 
-def compile_openvino(model: Any, threads: int | None = None) -> Any:
+def compile_openvino(model: Any, threads: int | None = None, **properties: Any) -> Any:
     """``openvino.Model`` compiled for the CPU, with ``threads`` inference threads (default: torch's)
-    and float32 arithmetic: OpenVINO would otherwise pick bfloat16 on CPUs that have it."""
+    and float32 arithmetic: OpenVINO would otherwise pick bfloat16 on CPUs that have it. Further
+    ``properties`` go to the plugin as they are (``PERF_COUNT=True``: per-layer counters)."""
     from ..export.openvino import openvino_core
 
     config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_PRECISION_HINT": "f32"}
-    return openvino_core().compile_model(model, "CPU", config)
+    return openvino_core().compile_model(model, "CPU", config | properties)
+
+
+def fixed_batch(model: Any, size: int) -> Any:
+    """A copy of ``model`` whose input takes batches of ``size`` only."""
+    fixed, shape = model.clone(), model.inputs[0].get_partial_shape()
+    shape[0] = size
+    fixed.reshape({fixed.inputs[0]: shape})
+    return fixed
 
 
 def channels_last_outputs(model: Any) -> set[str]:
@@ -226,13 +235,10 @@ def openvino_backend(path: str | os.PathLike, device: str | torch.device | None 
     # A batch of one runs a copy compiled for that shape: a dynamic batch costs OpenVINO shape work
     # in every layer at each call, which shows at batch 1 (README, "What makes inference fast");
     # larger batches, where it is a small share, run the dynamic model, compiled when first met.
-    compiled = {None: model}
     if model.inputs[0].get_partial_shape()[0].is_dynamic:
-        single, shape = model.clone(), model.inputs[0].get_partial_shape()
-        shape[0] = 1
-        single.reshape({single.inputs[0]: shape})
-        compiled = {1: single}
-    compiled = {key: compile_openvino(m, threads) for key, m in compiled.items()}
+        compiled = {1: compile_openvino(fixed_batch(model, 1), threads)}
+    else:
+        compiled = {None: compile_openvino(model, threads)}
     lock = threading.Lock()
 
     def run(batch: torch.Tensor) -> Any:
