@@ -14,7 +14,7 @@ from efficientdet import create_model
 from efficientdet.data import load_dataset_yaml, load_split
 from efficientdet.shapes import make_shapes_dataset
 from efficientdet.weights import save_safetensors
-from export_builders import MODEL_ARGS, Exported, cli
+from export_builders import MODEL_ARGS, Exported, cli_processes
 from model_builders import lively
 
 pytest.importorskip("onnxruntime")
@@ -36,13 +36,15 @@ def exported(tmp_path_factory) -> Exported:
     calibration = root / "calibration"
     shutil.copytree(data.parent / "images", calibration)
     (calibration / "broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
-    files, stderr = {}, {}
-    for fmt, suffix, int8 in (("onnx", ".onnx", []), ("openvino", ".xml", []),
-                              ("onnx", ".onnx", ["--int8", "--calibration", calibration, "--calibration-images", 12]),
-                              ("openvino", ".xml", ["--int8", "--calibration", data, "--calibration-images", 8])):
+    runs, files = {}, {}
+    for fmt, suffix, int8 in (("onnx", ".onnx", ["--int8", "--calibration", calibration, "--calibration-images", 12]),
+                              ("openvino", ".xml", ["--int8", "--calibration", data, "--calibration-images", 8]),
+                              ("openvino", ".xml", []), ("onnx", ".onnx", [])):
         precision = "int8" if int8 else "float32"
-        path = root / f"lite0-{precision}{suffix}"
-        code, _, err = cli("export", *MODEL_ARGS, "--weights", weights, "--format", fmt, "--out", path, *int8)
-        assert code == 0, err
-        files[fmt, precision], stderr[fmt, precision] = path, err
-    return Exported(data, weights, calibration, files, stderr)
+        files[fmt, precision] = root / f"lite0-{precision}{suffix}"
+        runs[fmt, precision] = ["export", *MODEL_ARGS, "--weights", weights, "--format", fmt,
+                                "--out", files[fmt, precision], *int8]
+    results = cli_processes(runs)
+    for key, (code, _, err) in results.items():
+        assert code == 0, (key, err)
+    return Exported(data, weights, calibration, files, {key: err for key, (_, _, err) in results.items()})

@@ -23,7 +23,7 @@ from efficientdet.export.onnx import raw_output_names
 from efficientdet.fuse import fuse_model
 from efficientdet.inference.backends import litert_backend
 from efficientdet.preprocess import preprocess
-from export_builders import MODEL_ARGS, assert_same_detections, cli, evaluate
+from export_builders import MODEL_ARGS, assert_same_detections, cli, cli_processes, evaluate
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 pytest.importorskip("litert_torch")
@@ -41,17 +41,16 @@ class Devices:
 @pytest.fixture(scope="session")
 def devices(exported, tmp_path_factory) -> Devices:
     root = tmp_path_factory.mktemp("devices")
-    runs = {"tflite": ["--format", "tflite"],
+    runs = {"signature": ["--format", "tflite", "--detection-signature", "--max-detections", MAX_DETECTIONS],
             "tflite-int8": ["--format", "tflite", "--int8", "--calibration", exported.data, "--calibration-images", 8],
-            "signature": ["--format", "tflite", "--detection-signature", "--max-detections", MAX_DETECTIONS],
+            "tflite": ["--format", "tflite"],
             "coreml": ["--format", "coreml"]}
-    files, stdout = {}, {}
-    for name, argv in runs.items():
-        path = root / f"lite0-{name}{SUFFIXES[argv[1]]}"
-        code, out, err = cli("export", *MODEL_ARGS, "--weights", exported.weights, *argv, "--out", path)
-        assert code == 0, err
-        files[name], stdout[name] = path, out
-    return Devices(files, stdout)
+    files = {name: root / f"lite0-{name}{SUFFIXES[argv[1]]}" for name, argv in runs.items()}
+    results = cli_processes({name: ["export", *MODEL_ARGS, "--weights", exported.weights, *argv, "--out", files[name]]
+                             for name, argv in runs.items()})
+    for name, (code, _, err) in results.items():
+        assert code == 0, (name, err)
+    return Devices(files, {name: out for name, (_, out, _) in results.items()})
 
 
 def trained(exported):
