@@ -43,19 +43,18 @@ from bench_inference import interleave  # this folder's; the same rotation of ca
 FORMS = ("as exported", "channels-last head", "channels-last head, fixed batch")
 
 
-def compiled_forms(path: Path, batch_size: int, threads: int) -> dict[str, object]:
+def ir_forms(path: Path, batch_size: int) -> dict[str, object]:
+    """Each of ``FORMS``, read from the IR at ``path`` (not compiled)."""
     exported = read_openvino_model(path)
     rewritten = read_openvino_model(path)
     channels_last_outputs(rewritten)
-    return dict(zip(FORMS, (compile_openvino(exported, threads), compile_openvino(rewritten, threads),
-                            compile_openvino(fixed_batch(rewritten, batch_size), threads))))
+    return dict(zip(FORMS, (exported, rewritten, fixed_batch(rewritten, batch_size))))
 
 
 def layer_times(path: Path, batch: object, threads: int, calls: int) -> collections.Counter:
     """ms per call by (layer type, kernel), from OpenVINO's counters, for the backend's batch-1 form."""
-    model = read_openvino_model(path)
-    channels_last_outputs(model)
-    request = compile_openvino(fixed_batch(model, len(batch)), threads, PERF_COUNT=True).create_infer_request()
+    model = ir_forms(path, len(batch))[FORMS[2]]
+    request = compile_openvino(model, threads, PERF_COUNT=True).create_infer_request()
     for _ in range(3):
         request.infer({0: batch})
     totals: collections.Counter = collections.Counter()
@@ -92,7 +91,7 @@ def main() -> int:
             batch = preprocess(pictures, model.config.image_size, model.config.preprocess)[0].float().numpy()
             rounds = args.rounds if batch_size == 1 else max(5, args.rounds // 4)
             for name, path in irs.items():
-                forms = compiled_forms(path, batch_size, args.threads)
+                forms = {form: compile_openvino(ir, args.threads) for form, ir in ir_forms(path, batch_size).items()}
                 times = interleave({form: (lambda c: lambda: c(batch))(c) for form, c in forms.items()}, rounds, 3)
                 ms = [statistics.median(times[form]) for form in FORMS]
                 rows.append(f"| {name} | {batch_size} | " + " | ".join(f"{t:.1f}" for t in ms)

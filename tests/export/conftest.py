@@ -36,7 +36,7 @@ def exported(tmp_path_factory) -> Exported:
     calibration = root / "calibration"
     shutil.copytree(data.parent / "images", calibration)
     (calibration / "broken.jpg").write_bytes(b"\xff\xd8 not a JPEG")
-    runs, files = {}, {}
+    runs, files = {}, {}  # slowest first: two processes at a time then finish together
     for fmt, suffix, int8 in (("onnx", ".onnx", ["--int8", "--calibration", calibration, "--calibration-images", 12]),
                               ("openvino", ".xml", ["--int8", "--calibration", data, "--calibration-images", 8]),
                               ("openvino", ".xml", []), ("onnx", ".onnx", [])):

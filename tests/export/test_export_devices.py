@@ -41,6 +41,7 @@ class Devices:
 @pytest.fixture(scope="session")
 def devices(exported, tmp_path_factory) -> Devices:
     root = tmp_path_factory.mktemp("devices")
+    # Slowest first: two processes at a time then finish together.
     runs = {"signature": ["--format", "tflite", "--detection-signature", "--max-detections", MAX_DETECTIONS],
             "tflite-int8": ["--format", "tflite", "--int8", "--calibration", exported.data, "--calibration-images", 8],
             "tflite": ["--format", "tflite"],
